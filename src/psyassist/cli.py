@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -55,12 +54,42 @@ def data_formats() -> None:
 def data_prepare(
     sources: list[str] = typer.Argument(..., help="Files, directories or globs to read."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (replaced atomically)."),
+    fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip malformed records (counted in the report)."),
+    val_ratio: float = typer.Option(0.05, "--val-ratio", help="Share of conversations for validation."),
+    val_size: Optional[int] = typer.Option(None, "--val-size", help="Exact validation size (overrides --val-ratio)."),
+    seed: int = typer.Option(42, "--seed", help="Seed for the split and the --max-*-items subsamples."),
+    stratify: bool = typer.Option(True, "--stratify/--no-stratify", help="Split per first tag, when tags exist."),
+    max_chars: Optional[int] = typer.Option(None, "--max-chars", help="Drop conversations longer than N characters."),
+    max_tokens: Optional[int] = typer.Option(
+        None, "--max-tokens", help="Drop conversations whose rendered chat template exceeds N tokens (needs --tokenizer)."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", "-t", help="Tokenizer directory for --max-tokens."),
+    same_role: str = typer.Option(
+        "merge", "--same-role", help="Consecutive same-role turns: 'merge' (joined with a newline) or 'drop' the dialogue."),
+    trim_trailing_user: bool = typer.Option(
+        True, "--trim-trailing-user/--keep-trailing-user", help="Remove final user turns so a dialogue ends on a reply."),
+    urls: str = typer.Option(
+        "strip", "--urls", help="Links in the text: 'strip' them (default), 'drop' the dialogue, or 'keep'."),
+    pii: bool = typer.Option(True, "--pii/--no-pii", help="Replace phones, e-mails, ID and bank card numbers."),
+    max_train_items: Optional[int] = typer.Option(
+        None, "--max-train-items", help="Quick mode: seeded random subset of the train split (e.g. 300)."),
+    max_eval_items: Optional[int] = typer.Option(
+        None, "--max-eval-items", help="Quick mode: seeded random subset of the validation split (e.g. 20)."),
+    dedup: str = typer.Option(
+        "normalized", "--dedup", help="'normalized' (NFKC, lower, no spaces/punctuation), 'exact' or 'none'."),
 ) -> None:
     """Read → validate → clean → deduplicate → split → write train/validation JSONL + report.
 
     psyassist data prepare corpus.jsonl --out prepared/
     """
-    raise typer.Exit(_not_yet("data prepare"))
+    from psyassist.data.prepare import PrepareOptions, prepare, print_summary
+
+    opts = PrepareOptions(
+        fmt=fmt, skip_invalid=skip_invalid, val_ratio=val_ratio, val_size=val_size, seed=seed, stratify=stratify,
+        max_chars=max_chars, max_tokens=max_tokens, tokenizer=tokenizer, same_role=same_role,
+        trim_trailing_user=trim_trailing_user, urls=urls, pii=pii, max_train_items=max_train_items,
+        max_eval_items=max_eval_items, dedup=dedup)
+    print_summary(prepare(sources, out, opts), out)
 
 
 @data_app.command("stats")
@@ -102,13 +131,32 @@ def data_fetch(name: str = typer.Argument(..., help="Dataset name; `psyassist da
 @data_app.command("check")
 def data_check(
     sources: list[str] = typer.Argument(..., help="Files, directories or globs."),
-    tokenizer: str = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory or hub id."),
+    tokenizer: str = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory, GGUF file or hub id."),
+    samples: int = typer.Option(3, "--samples", "-n", help="How many rendered samples to print."),
+    start: int = typer.Option(0, "--start", help="Index of the first sample to print."),
+    thinking: bool | None = typer.Option(
+        False, "--thinking/--no-thinking",
+        help="Qwen3 enable_thinking (off by default: counseling data has no reasoning)."),
+    max_length: int | None = typer.Option(None, "--max-length", help="Truncate to this many tokens."),
+    per_turn: bool = typer.Option(False, "--per-turn", help="Seed-001 layout: one sample per reply (comparison only)."),
+    chat_template: str | None = typer.Option(None, "--chat-template", help="Template file overriding the tokenizer's."),
+    full: bool = typer.Option(False, "--full", help="Do not fold long unsupervised text."),
+    fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad records and count them."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
 ) -> None:
     """Render samples with the chat template and show exactly which tokens are supervised.
 
     psyassist data check prepared/train.jsonl --tokenizer .cache/tokenizers/qwen3
     """
-    raise typer.Exit(_not_yet("data check"))
+    from psyassist.data.check import run_check
+    from psyassist.data.readers import read_conversations
+
+    res = read_conversations(sources, fmt, skip_invalid=skip_invalid, show_progress=not as_json)
+    for w in res.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}")
+    run_check(res.conversations, tokenizer, samples=samples, start=start, enable_thinking=thinking,
+              max_length=max_length, per_turn=per_turn, chat_template=chat_template, full=full, as_json=as_json)
 
 
 def _not_yet(what: str) -> int:
@@ -116,7 +164,7 @@ def _not_yet(what: str) -> int:
     return 1
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Console-script entry: user errors print one message and exit 2, no traceback."""
     try:
         app(args=argv)
