@@ -54,7 +54,7 @@ def test_labels_decode_to_every_reply_plus_eot(template, eot):
 
 def test_system_and_user_tokens_are_never_supervised(chatml):
     [sample] = ChatRenderer(chatml).render(DIALOGUE)
-    masked = chatml.decode([t for t, lab in zip(sample.input_ids, sample.labels, strict=True) if lab == IGNORE_INDEX])
+    masked = chatml.decode(sample.input_ids[sample.labels == IGNORE_INDEX].tolist())
     assert "counselor" in masked and "我总担心考不好" in masked and "exams" in masked
     assert not any(r in masked for r in REPLIES)
 
@@ -72,7 +72,7 @@ def test_batched_and_single_rendering_agree(chatml):
     convs = [DIALOGUE, conv(("user", "hi"), ("assistant", "hello"), cid="d")]
     batched, _ = render_many(chatml, convs, RenderOptions(), show_progress=False)
     single = [s for c in convs for s in ChatRenderer(chatml).render(c)]
-    assert [(s.input_ids, s.labels) for s in batched] == [(s.input_ids, s.labels) for s in single]
+    assert [(s.input_ids.tolist(), s.labels.tolist()) for s in batched] == [(s.input_ids.tolist(), s.labels.tolist()) for s in single]
 
 
 def test_truncation_drops_oldest_exchanges_and_keeps_system(chatml):
@@ -83,7 +83,7 @@ def test_truncation_drops_oldest_exchanges_and_keeps_system(chatml):
     report = RenderReport()
     [s] = ChatRenderer(chatml, RenderOptions(max_length=need)).render(DIALOGUE, report)
     assert s.pairs_dropped == 1 and not s.cut and s.n_tokens <= need
-    assert chatml.decode(s.input_ids).startswith("<|im_start|>system\nYou are a warm")
+    assert chatml.decode(s.input_ids.tolist()).startswith("<|im_start|>system\nYou are a warm")
     assert supervised_text(chatml, s) == [r + "<|im_end|>" for r in REPLIES[1:]]
     assert report.truncated == 1 and report.dropped_no_supervision == 0
 
@@ -125,7 +125,8 @@ def test_qwen3_tokens_before_each_reply_equal_the_inference_prompt(qwen3_tokeniz
     """Every supervised span is preceded by exactly what generation sees (pitfall 2)."""
     renderer = ChatRenderer(qwen3_tokenizer, RenderOptions(enable_thinking=thinking))
     [s] = renderer.render(DIALOGUE)
-    starts = [i for i, lab in enumerate(s.labels) if lab != IGNORE_INDEX and (i == 0 or s.labels[i - 1] == IGNORE_INDEX)]
+    ids, labels = s.input_ids.tolist(), s.labels.tolist()
+    starts = [i for i, lab in enumerate(labels) if lab != IGNORE_INDEX and (i == 0 or labels[i - 1] == IGNORE_INDEX)]
     msgs = [m.to_dict() for m in DIALOGUE.messages]
     turn_idx = [j for j, m in enumerate(msgs) if m["role"] == "assistant"]
     assert len(starts) == len(turn_idx)
@@ -133,9 +134,9 @@ def test_qwen3_tokens_before_each_reply_equal_the_inference_prompt(qwen3_tokeniz
         prompt_ids = qwen3_tokenizer(renderer.inference_prompt(msgs[:j]), add_special_tokens=False)["input_ids"]
         last_user = qwen3_tokenizer(f"<|im_start|>user\n{msgs[j - 1]['content']}", add_special_tokens=False)["input_ids"]
         tail = len(prompt_ids) - _last_index(prompt_ids, last_user)
-        assert s.input_ids[start - tail:start] == prompt_ids[-tail:]
+        assert ids[start - tail:start] == prompt_ids[-tail:]
         if j == turn_idx[0]:  # no history yet: the whole prefix is the inference prompt
-            assert s.input_ids[:start] == prompt_ids
+            assert ids[:start] == prompt_ids
     gen_tail = renderer.inference_prompt(msgs[:2])
     assert gen_tail.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n") != thinking
 
@@ -157,7 +158,7 @@ def test_qwen3_reasoning_supervised_when_thinking_and_removed_when_not(qwen3_tok
     [off] = ChatRenderer(qwen3_tokenizer, RenderOptions(enable_thinking=False)).render(d, report)
     assert supervised_text(qwen3_tokenizer, off) == ["Tell me more about your week.<|im_end|>"]
     assert report.think_removed == 1
-    assert "They may be low" not in qwen3_tokenizer.decode(off.input_ids)
+    assert "They may be low" not in qwen3_tokenizer.decode(off.input_ids.tolist())
 
 
 @pytest.mark.slow
@@ -172,3 +173,12 @@ def test_psydt_record_all_turns_supervised_and_short_limit_reported(qwen3_tokeni
     # dropped and counted instead of being trained with zero supervised tokens (pitfall 4).
     samples, report = render_many(qwen3_tokenizer, [c], RenderOptions(max_length=384), show_progress=False)
     assert samples == [] and report.dropped_no_supervision == 1
+
+
+def test_tokens_straddling_a_reply_edge_are_counted_not_silently_supervised():
+    # No separator at all between a user turn and the reply: BPE merges "anx|ious" across the edge.
+    glued = "{% for m in messages %}{{ m['content'] }}{% if m['role'] == 'assistant' %}<|im_end|>{% endif %}{% endfor %}"
+    tok = tiny_tokenizer(glued)
+    report = RenderReport()
+    ChatRenderer(tok).render(conv(("user", "I feel anx"), ("assistant", "ious about work")), report)
+    assert report.boundary_straddles >= 1

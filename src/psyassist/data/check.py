@@ -46,7 +46,7 @@ def sample_text(tok, sample: RenderedSample, full: bool = False) -> Text:
                 s = f"{s[:FOLD // 2]} …[{len(s) - FOLD} characters folded; --full shows them]… {s[-FOLD // 2:]}"
             text.append(s, style="dim")
 
-    for tid, lab in zip(sample.input_ids, sample.labels, strict=True):
+    for tid, lab in zip(sample.input_ids.tolist(), sample.labels.tolist(), strict=True):
         sup = lab != IGNORE_INDEX
         if sup != run_sup:
             flush()
