@@ -57,13 +57,13 @@ def data_prepare(
     fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip malformed records (counted in the report)."),
     val_ratio: float = typer.Option(0.05, "--val-ratio", help="Share of conversations for validation."),
-    val_size: Optional[int] = typer.Option(None, "--val-size", help="Exact validation size (overrides --val-ratio)."),
+    val_size: int | None = typer.Option(None, "--val-size", help="Exact validation size (overrides --val-ratio)."),
     seed: int = typer.Option(42, "--seed", help="Seed for the split and the --max-*-items subsamples."),
     stratify: bool = typer.Option(True, "--stratify/--no-stratify", help="Split per first tag, when tags exist."),
-    max_chars: Optional[int] = typer.Option(None, "--max-chars", help="Drop conversations longer than N characters."),
-    max_tokens: Optional[int] = typer.Option(
+    max_chars: int | None = typer.Option(None, "--max-chars", help="Drop conversations longer than N characters."),
+    max_tokens: int | None = typer.Option(
         None, "--max-tokens", help="Drop conversations whose rendered chat template exceeds N tokens (needs --tokenizer)."),
-    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", "-t", help="Tokenizer directory for --max-tokens."),
+    tokenizer: str | None = typer.Option(None, "--tokenizer", "-t", help="Tokenizer directory for --max-tokens."),
     same_role: str = typer.Option(
         "merge", "--same-role", help="Consecutive same-role turns: 'merge' (joined with a newline) or 'drop' the dialogue."),
     trim_trailing_user: bool = typer.Option(
@@ -71,9 +71,9 @@ def data_prepare(
     urls: str = typer.Option(
         "strip", "--urls", help="Links in the text: 'strip' them (default), 'drop' the dialogue, or 'keep'."),
     pii: bool = typer.Option(True, "--pii/--no-pii", help="Replace phones, e-mails, ID and bank card numbers."),
-    max_train_items: Optional[int] = typer.Option(
+    max_train_items: int | None = typer.Option(
         None, "--max-train-items", help="Quick mode: seeded random subset of the train split (e.g. 300)."),
-    max_eval_items: Optional[int] = typer.Option(
+    max_eval_items: int | None = typer.Option(
         None, "--max-eval-items", help="Quick mode: seeded random subset of the validation split (e.g. 20)."),
     dedup: str = typer.Option(
         "normalized", "--dedup", help="'normalized' (NFKC, lower, no spaces/punctuation), 'exact' or 'none'."),
@@ -93,39 +93,116 @@ def data_prepare(
 
 
 @data_app.command("stats")
-def data_stats(sources: list[str] = typer.Argument(..., help="Files, directories or globs.")) -> None:
+def data_stats(
+    sources: list[str] = typer.Argument(..., help="Files, directories or globs."),
+    tokenizer: str | None = typer.Option(
+        None, "--tokenizer", "-t", help="Tokenizer directory: adds token percentiles and the supervised-token share."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad records and count them."),
+) -> None:
     """Dialogues, turns, length percentiles, tags and supervised-token share.
 
     psyassist data stats corpus.jsonl
     """
-    raise typer.Exit(_not_yet("data stats"))
+    from psyassist.data.readers import read_conversations
+    from psyassist.data.stats import compute_stats, print_stats
+
+    res = read_conversations(sources, fmt, skip_invalid=skip_invalid, show_progress=not as_json)
+    for w in res.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}")
+    stats = compute_stats(res.conversations, tokenizer)
+    stats["skipped_invalid"] = dict(res.skipped)
+    print_stats(stats, as_json)
 
 
 @data_app.command("show")
-def data_show(sources: list[str] = typer.Argument(..., help="Files, directories or globs.")) -> None:
+def data_show(
+    sources: list[str] = typer.Argument(..., help="Files, directories or globs."),
+    index: int | None = typer.Option(None, "--index", "-i", help="Show the dialogue at this 0-based index."),
+    id_: str | None = typer.Option(None, "--id", help="Show the dialogue with this id."),
+    tag: str | None = typer.Option(None, "--tag", help="Show dialogues carrying this tag (e.g. 婚恋)."),
+    rand: bool = typer.Option(False, "--random", help="Show randomly chosen dialogues (see --seed)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for --random."),
+    limit: int = typer.Option(1, "--limit", "-n", help="How many dialogues to show."),
+    max_chars: int | None = typer.Option(None, "--max-chars", help="Cut each turn after N characters."),
+    full_system: bool = typer.Option(False, "--system", help="Show the system prompt whole instead of folded."),
+    fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad records and count them."),
+) -> None:
     """A readable terminal viewer for dialogues.
 
     psyassist data show corpus.jsonl --index 3
     """
-    raise typer.Exit(_not_yet("data show"))
+    from psyassist.data.readers import read_conversations
+    from psyassist.data.show import select, show
+
+    res = read_conversations(sources, fmt, skip_invalid=skip_invalid)
+    for w in res.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}")
+    picked = select(res.conversations, index=index, id_=id_, tag=tag, rand=rand, seed=seed, limit=limit)
+    show(res.conversations, picked, max_chars=max_chars, full_system=full_system)
 
 
 @data_app.command("overlap")
-def data_overlap(train: str = typer.Argument(...), eval_: str = typer.Argument(..., metavar="EVAL")) -> None:
+def data_overlap(
+    train: str = typer.Argument(..., metavar="TRAIN", help="Training file, directory or glob."),
+    eval_: str = typer.Argument(..., metavar="EVAL", help="Evaluation file, directory or glob."),
+    n: int = typer.Option(13, "--n", help="N-gram length in characters (after removing spaces/punctuation)."),
+    threshold: float = typer.Option(
+        0.5, "--threshold", min=0.0, max=1.0, help="Flag eval records with at least this share of n-grams in train."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Also write the JSON report to this file."),
+    fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad records and count them."),
+) -> None:
     """Contamination check between a training and an evaluation set (character n-grams).
 
     psyassist data overlap prepared/train.jsonl eval.jsonl
     """
-    raise typer.Exit(_not_yet("data overlap"))
+    from psyassist.data.io import write_json_atomic
+    from psyassist.data.overlap import check_overlap, print_overlap
+    from psyassist.data.readers import read_conversations
+
+    if n < 1:
+        raise PsyassistError(f"--n must be >= 1, got {n}")
+    tr = read_conversations([train], fmt, skip_invalid=skip_invalid, show_progress=not as_json)
+    ev = read_conversations([eval_], fmt, skip_invalid=skip_invalid, show_progress=not as_json)
+    for w in tr.warnings + ev.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}")
+    report = check_overlap(tr.conversations, ev.conversations, n=n, threshold=threshold)
+    report["train"]["files"], report["eval"]["files"] = tr.files, ev.files
+    if out is not None:
+        write_json_atomic(out, report)
+    print_overlap(report, as_json)
 
 
 @data_app.command("fetch")
-def data_fetch(name: str = typer.Argument(..., help="Dataset name; `psyassist data fetch --list`.")) -> None:
-    """Download a known dataset from its upstream home, verified and cached.
+def data_fetch(
+    name: str | None = typer.Argument(None, help="Dataset name; `psyassist data fetch --list`."),
+    list_: bool = typer.Option(False, "--list", help="List the known datasets (license, size, sources) and exit."),
+    to: Path | None = typer.Option(
+        None, "--to", help="Parent folder: files go to DIR/NAME/ (default: $PSYASSIST_CACHE/datasets, "
+        "else ~/.cache/psyassist/datasets)."),
+    source: str | None = typer.Option(None, "--source", help="Use only this source: hf, modelscope or url."),
+    force: bool = typer.Option(False, "--force", help="Download again even if a verified copy is cached."),
+    timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait on a connection or a read."),
+    registry: Path | None = typer.Option(
+        None, "--registry", help="A dataset registry YAML of your own (same shape as the shipped datasets.yaml)."),
+) -> None:
+    """Download a known dataset from its upstream home, verified (size + sha256) and cached.
 
+    psyassist data fetch --list
     psyassist data fetch smilechat --to data/
     """
-    raise typer.Exit(_not_yet("data fetch"))
+    from psyassist.data.fetch import fetch, print_list
+
+    if list_:
+        print_list(registry)
+        return
+    if not name:
+        raise PsyassistError("give a dataset name, or --list to see the known ones")
+    fetch(name, to=to, source=source, force=force, timeout=timeout, registry=registry)
 
 
 @data_app.command("check")
