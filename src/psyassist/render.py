@@ -367,6 +367,11 @@ class ChatRenderer:
         report.turns_without_eot += no_eot
         return [sample]
 
+    def end_of_turn_ids(self) -> set[int]:
+        """Token ids that close an assistant turn in this template (generation stops on them)."""
+        self._plan(("user", "assistant"), (False, False))  # planning records them
+        return set(self.eot_ids)
+
     def inference_prompt(self, messages: list[dict]) -> str:
         """The prompt text for generating the next assistant reply (same rules as training)."""
         conv = Conversation("prompt", [_msg(m) for m in messages])

@@ -28,6 +28,7 @@ class Batch:
     input_ids: torch.Tensor
     labels: torch.Tensor
     position_ids: torch.Tensor | None  # packing
+    cu_seq_lens: torch.Tensor | None  # packing: dialogue boundaries [0, l1, l1+l2, ...] (varlen attention)
     attention_mask: torch.Tensor | None  # padding
     tokens: int  # real (non-padding) tokens
     padded_tokens: int  # tokens computed including padding
@@ -37,6 +38,9 @@ class Batch:
         d = {"input_ids": self.input_ids.to(device), "labels": self.labels.to(device), "use_cache": False}
         if self.position_ids is not None:
             d["position_ids"] = self.position_ids.to(device)
+            cu = self.cu_seq_lens.to(device)
+            longest = int((self.cu_seq_lens[1:] - self.cu_seq_lens[:-1]).max())
+            d.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest, max_length_k=longest)
         if self.attention_mask is not None:
             d["attention_mask"] = self.attention_mask.to(device)
         return d
@@ -53,8 +57,9 @@ def collate(samples: list[RenderedSample], *, packing: bool, pad_id: int) -> Bat
         ids = np.concatenate([s.input_ids for s in samples])
         labels = np.concatenate([s.labels for s in samples])
         pos = np.concatenate([np.arange(s.n_tokens) for s in samples])
+        cu = torch.tensor(np.cumsum([0] + [s.n_tokens for s in samples]), dtype=torch.int32)
         return Batch(torch.from_numpy(ids.astype(np.int64))[None], torch.from_numpy(labels.astype(np.int64))[None],
-                     torch.from_numpy(pos)[None], None, len(ids), len(ids), _supervised(labels[None]))
+                     torch.from_numpy(pos)[None], cu, None, len(ids), len(ids), _supervised(labels[None]))
     width = max(s.n_tokens for s in samples)
     ids = np.full((len(samples), width), pad_id, dtype=np.int64)
     labels = np.full((len(samples), width), IGNORE_INDEX, dtype=np.int64)
@@ -62,7 +67,7 @@ def collate(samples: list[RenderedSample], *, packing: bool, pad_id: int) -> Bat
     for i, s in enumerate(samples):
         ids[i, :s.n_tokens], labels[i, :s.n_tokens], mask[i, :s.n_tokens] = s.input_ids, s.labels, 1
     real = int(mask.sum())
-    return Batch(torch.from_numpy(ids), torch.from_numpy(labels), None, torch.from_numpy(mask), real,
+    return Batch(torch.from_numpy(ids), torch.from_numpy(labels), None, None, torch.from_numpy(mask), real,
                  ids.size, _supervised(labels))
 
 

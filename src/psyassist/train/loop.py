@@ -76,6 +76,10 @@ def run(recipe: Recipe, *, resume: bool = False, recipe_path: str | None = None)
     model, tok = load_model(cfg.model.name, dtype=cfg.model.dtype, device=accelerator.device,
                             quant=cfg.quant if cfg.quant.load_in_4bit else None,
                             attn_implementation=cfg.model.attn_implementation)
+    if cfg.data.packing and model.config._attn_implementation != "flash_attention_2":
+        from psyassist.train.varlen import register
+
+        model.set_attn_implementation(register())  # per-dialogue causal SDPA: no T×T mask, no cross-talk
     if cfg.model.tokenizer or cfg.model.chat_template:
         from psyassist.render import load_tokenizer
 
