@@ -33,7 +33,7 @@ import numpy as np
 
 from psyassist.data.clean import normalize_text
 from psyassist.data.schema import Conversation
-from psyassist.ui import console
+from psyassist.ui import console, track
 
 CHUNK_CHARS = 4_000_000  # ~4M chars → ~200 MB of numpy temporaries per chunk
 _BASE = np.uint64(0x100000001B3)  # FNV-64 prime as the polynomial base (odd, large)
@@ -89,7 +89,7 @@ def build_index(convs: list[Conversation], n: int) -> np.ndarray:
         h, valid = ngram_hashes(_codepoints(buf), n)
         parts.append(_sorted_unique(h[valid]))
 
-    for c in convs:
+    for c in track(convs, "indexing train n-grams"):
         for t in _texts(c):
             buf.append(t)
             size += len(t) + 1
