@@ -165,3 +165,17 @@ def test_real_smilechat_sample(cli, tmp_path, test_data):
         roles = [m["role"] for m in row["messages"]]
         assert roles[0] == "user" and roles[-1] == "assistant"
         assert all(a != b for a, b in zip(roles, roles[1:], strict=False))
+
+
+def test_pii_names_file_replaces_listed_names(cli, tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("# clients\nAlice Zhang\n王小明\n", encoding="utf-8")
+    src = tmp_path / "n.jsonl"
+    src.write_text(json.dumps({"id": "1", "messages": [
+        {"role": "user", "content": "Alice Zhang told me 王小明 is upset, not Alice."},
+        {"role": "assistant", "content": "How do you feel about Alice Zhang saying that?"}]}) + "\n", encoding="utf-8")
+    code, _, err = cli(["data", "prepare", src, "--out", tmp_path / "out", "--pii-names", names, "--val-size", "0"])
+    assert code == 0, err
+    row = json.loads((tmp_path / "out" / "train.jsonl").read_text(encoding="utf-8"))
+    assert row["messages"][0]["content"] == "[NAME] told me [NAME] is upset, not Alice."
+    assert json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))["pii"]["NAME"] == 3

@@ -38,6 +38,36 @@ def test_stats_tables(cli):
     assert "6 dialogues" in out and "assistant chars" in out and "婚恋" in out
 
 
+def test_stats_counts_crisis_in_user_turns(cli, tmp_path):
+    rows = [
+        {"id": "c1", "messages": [  # an urgent disclosure, then an idiom
+            {"role": "user", "content": "我已经想好了，今晚就从楼上跳下去"},
+            {"role": "assistant", "content": "谢谢你告诉我。你现在安全吗？"},
+            {"role": "user", "content": "笑死我了，刚才是开玩笑的吗"},
+            {"role": "assistant", "content": "我很认真地在听。"}]},
+        {"id": "c2", "messages": [
+            {"role": "user", "content": "My dad hits me when he drinks."},
+            {"role": "assistant", "content": "That sounds frightening. Are you safe at home?"}]},
+        {"id": "c3", "messages": [  # the counselor names suicide: assistant turns are not counted
+            {"role": "system", "content": "If the client mentions suicide, ask about a plan."},
+            {"role": "user", "content": "This exam is killing me."},
+            {"role": "assistant", "content": "Sometimes people under stress think about suicide. Do you?"}]},
+    ]
+    src = tmp_path / "crisis.jsonl"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    code, out, err = cli(["data", "stats", src, "--json"])
+    assert code == 0, err
+    c = json.loads(out)["crisis"]
+    assert c["user_turns"] == 4
+    assert c["levels"] == {"none": 2, "concern": 1, "urgent": 1}
+    assert c["categories"] == {"suicide": 1, "self_harm": 0, "harm_to_others": 0, "abuse": 1, "medical": 0}
+    assert (c["dialogues_flagged"], c["dialogues_urgent"]) == (2, 1)
+    code, out, _ = cli(["data", "stats", src])
+    assert code == 0
+    assert "1 urgent, 1 concern, 2 none of 4" in out and "suicide 1, abuse 1" in out
+    assert "flagged user turn: 2 (1 urgent)" in out
+
+
 @pytest.mark.slow
 def test_stats_with_real_tokenizer(cli, qwen3_tokenizer_dir):
     code, out, err = cli(["data", "stats", MESSY, "--json", "--tokenizer", qwen3_tokenizer_dir])
@@ -55,6 +85,8 @@ def test_stats_real_smilechat(cli, test_data):
     s = json.loads(out)
     assert s["dialogues"] == 200 and s["starts_with_assistant"] == 0
     assert s["turns"]["total"] == s["chars"]["user"]["n"] + s["chars"]["assistant"]["n"]
+    c = s["crisis"]  # every user turn is screened once
+    assert c["user_turns"] == s["chars"]["user"]["n"] == sum(c["levels"].values())
 
 
 def test_show_index_renders_roles_and_folds_system(cli, tmp_path):

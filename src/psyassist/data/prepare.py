@@ -50,6 +50,7 @@ class PrepareOptions:
     trim_trailing_user: bool = True
     urls: str = "strip"
     pii: bool = True
+    pii_names: str | None = None  # file with one name per line, replaced by [NAME]
     max_train_items: int | None = None
     max_eval_items: int | None = None
     dedup: str = "normalized"
@@ -71,8 +72,13 @@ class PrepareOptions:
                 raise PsyassistError(msg)
 
     def clean_options(self) -> clean.CleanOptions:
+        names = None
+        if self.pii_names:
+            from psyassist.safety.pii import load_names
+
+            names = load_names(self.pii_names)
         return clean.CleanOptions(same_role=self.same_role, trim_trailing_user=self.trim_trailing_user,
-                                  urls=self.urls, pii=self.pii, max_chars=self.max_chars)
+                                  urls=self.urls, pii=self.pii, max_chars=self.max_chars, pii_names=names)
 
 
 def sha256_file(path: str | Path) -> str:

@@ -1,4 +1,13 @@
-"""Safety: PII scrubbing of training data (and, later, crisis detection).
+"""Safety: crisis detection with resources, PII scrubbing of training data, and the
+memorization check for per-client adapters.
 
-    python -c "from psyassist.safety.pii import scrub; print(scrub('我的电话是138 1234 5678'))"
+    psyassist safety check "我今晚就从楼上跳下去" --region cn
+
+- `crisis`       detect() / scan_corpus(): levels none / concern / urgent, categories, evidence spans
+- `resources`    resources_for(region) / attach_resources(): hotlines with their sources
+- `evalset`      the labelled evaluation set and `psyassist safety eval`
+- `pii`          scrub(text, names=None): [PHONE] [EMAIL] [ID_CARD] [BANK_CARD] [ADDRESS] [NAME]
+- `memorization` check_memorization(): does a client adapter recite the client's notes?
+
+See docs/safety.md for what each catches and what it does not.
 """
