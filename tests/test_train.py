@@ -245,6 +245,41 @@ def test_accelerate_two_processes_match_one_process(tiny_model_dir, data_dir, tm
 
 
 @pytest.mark.slow
+def test_an_epoch_trains_every_batch_even_when_the_last_step_is_short(tiny_model_dir, tmp_path):
+    """9 dialogues, batch 2 → 5 micro-batches; 4 per step → 2 steps, the second with ONE micro-batch.
+
+    One epoch must supervise every token of the training set (flooring the steps per epoch used
+    to drop the leftover batch), and 2 processes must match 1 although rank 1 then has no batch
+    (it runs a weight-0 backward so the gradient all-reduce does not hang).
+    """
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text("".join(json.dumps(x) + "\n" for x in _dialogues(9)), encoding="utf-8")
+    (data / "validation.jsonl").write_text("".join(json.dumps(x) + "\n" for x in _dialogues(2)), encoding="utf-8")
+    recipe = ROOT / "recipes" / "smollm2-135m-demo.yaml"
+    common = {"lora.dropout": 0.0, "train.max_steps": "null", "train.epochs": 1, "train.save_every": 0}
+    one = tmp_path / "one"
+    p = _cli([str(recipe), *sum((["--set", o] for o in _overrides(
+        tiny_model_dir, data, one, **common, **{"train.grad_accum": 4})), [])])
+    assert p.returncode == 0, p.stderr
+    manifest = json.loads((one / "manifest.json").read_text())
+    assert manifest["steps"] == 2
+    assert manifest["supervised_tokens"] == manifest["render"]["train"]["supervised_tokens"] > 0
+    two = tmp_path / "two"
+    args = sum((["--set", o] for o in _overrides(tiny_model_dir, data, two, **common, **{"train.grad_accum": 2})), [])
+    env = {**os.environ, "PSYASSIST_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    accelerate = Path(sys.executable).with_name("accelerate")
+    p = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "-m", "psyassist", "train",
+                        str(recipe), *args], env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = {name: [json.loads(x)["loss"] for x in (d / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+            for name, d in (("one", one), ("two", two))}
+    assert len(rows["one"]) == len(rows["two"]) == 2
+    assert rows["two"] == pytest.approx(rows["one"], rel=1e-4)
+    assert json.loads((two / "manifest.json").read_text())["supervised_tokens"] == manifest["supervised_tokens"]
+
+
+@pytest.mark.slow
 def test_real_qwen3_tokenizer_tiny_model_learns_only_lora(qwen3_tokenizer_dir, data_dir, tmp_path):
     """The same guarantees with the real Qwen3 tokenizer and template (151,669 tokens, thinking off)."""
     from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM

@@ -98,7 +98,9 @@ def run(recipe: Recipe, *, resume: bool = False, recipe_path: str | None = None)
 
     micro_per_step = cfg.train.grad_accum * world
     micro_per_epoch = math.ceil(len(train_samples) / cfg.train.batch_size)
-    steps_per_epoch = max(1, micro_per_epoch // micro_per_step)
+    # The last step of an epoch takes the leftover micro-batches (fewer than micro_per_step):
+    # flooring here would silently drop up to micro_per_step - 1 batches of every epoch.
+    steps_per_epoch = math.ceil(micro_per_epoch / micro_per_step)
     total_steps = cfg.train.max_steps or max(1, int(cfg.train.epochs * steps_per_epoch))
     warmup = cfg.optim.warmup_steps or int(cfg.optim.warmup_ratio * total_steps)
 
@@ -114,6 +116,8 @@ def run(recipe: Recipe, *, resume: bool = False, recipe_path: str | None = None)
 
     sched_name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.optim.scheduler]
     scheduler = get_scheduler(sched_name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    if accelerator.state.deepspeed_plugin is not None:
+        _configure_deepspeed(accelerator.state.deepspeed_plugin.deepspeed_config, cfg, world)
     model, optimizer = accelerator.prepare(model, optimizer)
 
     # --- resume --------------------------------------------------------------------------
@@ -151,19 +155,27 @@ def run(recipe: Recipe, *, resume: bool = False, recipe_path: str | None = None)
                    for idx in group]
         n_sup = sum(b.supervised for b in batches)  # every rank knows the whole group: no all-reduce
         mine = batches[rank::world]
+        # An epoch's last, short step can leave a rank without a batch; it still runs one
+        # backward (weight 0) so the gradient all-reduce of the other ranks does not hang.
+        weights = [1.0] * len(mine) if mine else [0.0]
+        mine = mine or batches[:1]
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=accelerator.device)
         for i, batch in enumerate(mine):
             sync = i == len(mine) - 1
+            # sync_gradients marks the accumulation boundary: DDP/FSDP all-reduce there, and
+            # DeepSpeed (gradient_accumulation_steps 1, see _configure_deepspeed) steps only there.
+            accelerator.sync_gradients = sync
             with accelerator.no_sync(model) if not sync and world > 1 else _null():
                 with accelerator.autocast():
-                    loss = token_loss(model, batch, accelerator.device) / n_sup
+                    loss = token_loss(model, batch, accelerator.device) * (weights[i] / n_sup)
                 # DDP averages gradients over ranks; the loss is already normalised globally.
                 accelerator.backward(loss * world)
                 loss_sum += loss.detach()
         grad_norm = None
         if cfg.optim.max_grad_norm:
-            grad_norm = float(accelerator.clip_grad_norm_(trainable, cfg.optim.max_grad_norm))
+            norm = accelerator.clip_grad_norm_(trainable, cfg.optim.max_grad_norm)  # DeepSpeed: clipped inside
+            grad_norm = None if norm is None else float(norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -204,11 +216,12 @@ def run(recipe: Recipe, *, resume: bool = False, recipe_path: str | None = None)
 
     # --- outputs ---------------------------------------------------------------------------
     accelerator.wait_for_everyone()
+    full_state = _gathered_state(accelerator, model)  # collective under FSDP / ZeRO-3: every rank calls it
     adapter_dir = out / "adapter"
     if main:
         progress.close()
         with atomic_dir(adapter_dir) as tmp:
-            accelerator.unwrap_model(model).save_pretrained(tmp)
+            accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=full_state)
             tok.save_pretrained(tmp)
         trackers.close()
         manifest = _manifest(cfg, recipe_path, data_files, train_report, eval_report, step, tokens_total,
@@ -322,8 +335,47 @@ def _seed_everything(seed: int) -> None:
 # --- checkpoints -----------------------------------------------------------------------------
 
 
+def _sharded(accelerator) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
+def _gathered_state(accelerator, model) -> dict | None:
+    """The full state dict under FSDP / DeepSpeed (a collective: all ranks), None elsewhere.
+
+    With FULL_SHARD or ZeRO-3 each rank holds 1/world of every tensor, so the main process
+    alone would save a fraction of each LoRA matrix.  Elsewhere PEFT reads the (unsharded)
+    model itself, which keeps the single-process path exactly as the resume tests pin it.
+    """
+    return accelerator.get_state_dict(model) if _sharded(accelerator) else None
+
+
+def _configure_deepspeed(ds: dict, cfg: Recipe, world: int) -> None:
+    """Fill the DeepSpeed config from the recipe before `prepare` (no dataloader is prepared).
+
+    The loop accumulates itself and marks the boundary with `accelerator.sync_gradients`, so
+    DeepSpeed must not accumulate or rescale the loss again: gradient_accumulation_steps 1.
+    """
+    gas = ds.get("gradient_accumulation_steps", "auto")
+    if gas not in ("auto", 1):
+        raise PsyassistError(f"DeepSpeed config gradient_accumulation_steps={gas}: set it to 1 (or auto) and use "
+                             "the recipe's train.grad_accum; psyassist accumulates and normalises the loss itself.")
+    ds["gradient_accumulation_steps"] = 1
+    for key, value in (("train_micro_batch_size_per_gpu", cfg.train.batch_size),
+                       ("train_batch_size", cfg.train.batch_size * world),
+                       ("gradient_clipping", cfg.optim.max_grad_norm or 0.0)):
+        if ds.get(key, "auto") == "auto":
+            ds[key] = value
+    if ds["gradient_clipping"] != (cfg.optim.max_grad_norm or 0.0):
+        err_console.print(f"[yellow]DeepSpeed gradient_clipping={ds['gradient_clipping']} differs from the recipe's "
+                          f"optim.max_grad_norm={cfg.optim.max_grad_norm}; DeepSpeed's value is used[/]")
+
+
 def _save_checkpoint(out: Path, step: int, accelerator, model, optimizer, scheduler, best, history, keep: int):
     accelerator.wait_for_everyone()
+    if _sharded(accelerator):
+        return _save_sharded_checkpoint(out, step, accelerator, model, scheduler, best, history, keep)
     if accelerator.is_main_process:
         target = out / f"checkpoint-{step:07d}"
         with atomic_dir(target) as tmp:
@@ -332,6 +384,27 @@ def _save_checkpoint(out: Path, step: int, accelerator, model, optimizer, schedu
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
             torch.save(_rng_state(), tmp / "rng.pt")
             (tmp / "state.json").write_text(json.dumps({"step": step, "best_eval_loss": best, "history": history}))
+        _prune(out, keep, history)
+    accelerator.wait_for_everyone()
+
+
+def _save_sharded_checkpoint(out: Path, step: int, accelerator, model, scheduler, best, history, keep: int):
+    """FSDP / DeepSpeed: every rank writes its optimizer and parameter shards (accelerate's
+    save_state) into one temp dir; the main process adds the gathered adapter, the scheduler
+    and state.json, then renames it into place, so a reader never sees half a checkpoint."""
+    target = out / f"checkpoint-{step:07d}"
+    tmp = out / f".checkpoint-{step:07d}.tmp"
+    full_state = _gathered_state(accelerator, model)
+    accelerator.save_state(str(tmp))  # collective; includes every rank's RNG state
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=full_state)
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, "best_eval_loss": best, "history": history,
+                                                    "sharded": True}))
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
         _prune(out, keep, history)
     accelerator.wait_for_everyone()
 
@@ -361,11 +434,18 @@ def _load_checkpoint(ckpt: Path, accelerator, model, optimizer, scheduler):
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
+    state = json.loads((ckpt / "state.json").read_text())
+    if state.get("sharded"):  # written by _save_sharded_checkpoint: accelerate restores model, optimizer, RNG
+        if not _sharded(accelerator):
+            raise PsyassistError(f"{ckpt} was written by an FSDP/DeepSpeed run; resume it with the same "
+                                 "`accelerate launch --config_file …`.")
+        accelerator.load_state(str(ckpt))
+        scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=False))
+        return state["step"], state["best_eval_loss"], state["history"]
     set_peft_model_state_dict(accelerator.unwrap_model(model), load_file(ckpt / "adapter_model.safetensors"))
     optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=False))
     scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=False))
     _set_rng_state(torch.load(ckpt / "rng.pt", weights_only=False))
-    state = json.loads((ckpt / "state.json").read_text())
     return state["step"], state["best_eval_loss"], state["history"]
 
 
