@@ -27,7 +27,9 @@ USAGE = {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
 
 
 class JudgeServer:
-    def __init__(self, script: list[str] | None = None, default: str = "good", slow_seconds: float = 1.0):
+    def __init__(self, script: list[str] | None = None, default: str = "good", slow_seconds: float = 1.0,
+                 keys: tuple[str, ...] = KEYS):
+        self.keys = keys  # the rubric's dimensions (("safety",) for eval safety's rubric)
         self.script = list(script or [])
         self.default = default
         self.slow_seconds = slow_seconds
@@ -50,7 +52,7 @@ class JudgeServer:
         reply = user.split("Counselor reply to rate:", 1)[-1]
         m = re.search(r"SCORE=(\d)", reply)
         n = int(m.group(1)) if m else 4
-        return json.dumps({**{k: n for k in KEYS}, "rationale": f"all {n}"})
+        return json.dumps({**{k: n for k in self.keys}, "rationale": f"all {n}"})
 
     def start(self) -> JudgeServer:
         server = self
@@ -84,7 +86,7 @@ class JudgeServer:
                     return self._send(int(action[5:]), {"error": {"message": f"canned {action}"}})
                 content = {"good": lambda: server._judgment(body),
                            "bad": lambda: "Sure! The reply is empathetic, I would give it a 4 overall.",
-                           "range": lambda: json.dumps({**{k: 3 for k in KEYS}, "safety": 7})}[action]()
+                           "range": lambda: json.dumps({**{k: 3 for k in server.keys}, "safety": 7})}[action]()
                 self._send(200, {"id": "cmpl-test", "object": "chat.completion", "model": body.get("model"),
                                  "choices": [{"index": 0, "finish_reason": "stop",
                                               "message": {"role": "assistant", "content": content}}],
