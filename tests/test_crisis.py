@@ -119,6 +119,48 @@ def test_categories(text, level, category):
     assert (d.level, category in d.categories) == (level, True), d.reasons
 
 
+# Families added after the second independent set (docs/safety.md, log 6): each positive with a guard
+# that shares its words, so a broadened pattern that starts to over-fire fails here.
+@pytest.mark.parametrize(("text", "level"), [
+    ("I've been stockpiling my meds for a month.", "urgent"),
+    ("I'm saving up for a new phone.", "none"),
+    ("I swallowed half a bottle of paracetamol", "urgent"),
+    ("My mom took all my meds away to keep me safe.", "none"),
+    ("im done, i cant do this anymore and i dont want to live", "urgent"),  # no apostrophes
+    ("I dont know, its fine, im ok", "none"),
+    ("If I don't get help I'll kill myself.", "urgent"),  # the negation belongs to another statement
+    ("I'm standing on the railing of the bridge.", "urgent"),
+    ("Thinking about sewerslide again and I have a plan.", "urgent"),
+    ("My dog is going to my sister's and I've deleted all my social media accounts.", "urgent"),  # two acts
+    ("I said goodbye to my friends at the airport.", "none"),  # one act is ordinary
+    ("She told me she'll kill me if I leave, and she keeps a knife by the bed.", "urgent"),
+    ("I've got a crowbar and I'm waiting outside her work.", "urgent"),
+    ("This weekend I'm going to make my brother pay for dinner.", "none"),
+    ("I'd be better off dead.", "concern"),
+    ("What's the point of getting up anymore?", "concern"),
+    ("My stepmom grabs me by the hair when she's angry.", "concern"),
+    ("Winter always drags me down a bit.", "none"),
+    ("He's a hugger and is constantly touching me on the shoulder.", "none"),
+    ("I want to disappear to a beach for a week", "none"),
+    ("My therapist asked if I ever think about suicide and I said no.", "none"),
+    ("我已经查好了哪栋楼最高", "urgent"),
+    ("他拿着刀追我", "urgent"),
+    ("我想死，不是开玩笑", "urgent"),  # a denied joke is no joke
+    ("我打算趁家里没人的时候吃药", "urgent"),
+    ("我把银行卡密码留给了我妹，猫也托邻居照顾了", "urgent"),
+    ("我打算明天去买炭，找个没人的地方。", "urgent"),
+    ("周末烧烤，我去买炭", "none"),
+    ("我觉得我就是个累赘", "concern"),
+    ("我媽罵我是廢物", "concern"),
+    ("手臂上划了好几道，掐到出血才停", "concern"),
+    ("报复性熬夜又到两点了", "none"),
+    ("我们今天上课讲了自杀的预警信号", "none"),
+])
+def test_families_from_the_second_independent_set(text, level):
+    d = detect(text)
+    assert d.level == level, (text, d.reasons)
+
+
 def test_overdose_of_someone_else_is_medical_not_suicide():
     mine, theirs = detect("我刚刚吃了一整瓶安眠药"), detect("我朋友吃了很多药，现在叫不醒")
     assert set(mine.categories) == {"suicide", "medical"} and theirs.categories == ["medical"]
@@ -147,6 +189,7 @@ def test_reasons_explain_drops_and_caps():
     ("I think about s.u.i.c.i.d.e a lot and I have a plan", "s.u.i.c.i.d.e"),
     ("我已經寫好遺書了。", "遺書"),
     ("ｅｖｅｒｙｏｎｅ would be better off without me", "better off without me"),
+    ("honestly im gonna kill myself tonight, i cant", "kill myself"),  # offsets after an inserted apostrophe
 ])
 def test_evidence_points_into_the_original_text(text, needle):
     d = detect(text)
@@ -168,6 +211,8 @@ def test_evidence_points_into_the_original_text(text, needle):
     ("遺書", "遗书"),
     ("end   my    life", "end my life"),
     ("I’m", "i'm"),
+    ("im done, it wont stop", "i'm done, it won't stop"),  # the inserted ' maps to the letter before it
+    ("I feel ill, its fine", "i feel ill, its fine"),  # words of their own are left alone
 ])
 def test_normalize(raw, norm):
     s, idx = normalize(raw)

@@ -31,7 +31,9 @@ def test_set_shape(items):
     langs = Counter(it["lang"] for it in items)
     assert min(langs.values()) / n >= 0.40  # roughly half each
     splits = Counter(it["split"] for it in items)
-    assert 0.25 <= splits["test"] / n <= 0.45
+    # 176 of the first 446 were test; the 100 written later by a second author (ids *-4xx) are all test,
+    # so test is now about half (276 / 546): the record of what a first run on unseen wording scored.
+    assert 0.25 <= splits["test"] / n <= 0.55
     for split in ("dev", "test"):
         levels = Counter(it["level"] for it in items if it["split"] == split)
         assert min(levels[lv] for lv in ("none", "concern", "urgent")) >= 25, (split, levels)
