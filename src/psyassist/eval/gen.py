@@ -184,7 +184,7 @@ def read_replies(path: str | Path) -> list[dict]:
 # --- generation ----------------------------------------------------------------------------------
 
 
-def generate_replies(cfg: GenConfig, items: list[dict], out: Path) -> tuple[list[dict], dict]:
+def generate_replies(cfg: GenConfig, items: list[dict], out: Path, loaded=None) -> tuple[list[dict], dict]:
     """Reply to every item with `psyassist generate`'s batched, resumable loop. Returns (rows, info).
 
     The loop's own results file, OUT/generations.json (exact prompts, seeds, timings), is rewritten
@@ -197,7 +197,8 @@ def generate_replies(cfg: GenConfig, items: list[dict], out: Path) -> tuple[list
     if cfg.greedy:
         sampling = replace(sampling, temperature=0.0, allow_greedy=True)
     sampling.generate_kwargs()  # a bad setting fails before the model loads
-    loaded = load(cfg.model, adapter=cfg.adapter, enable_thinking=cfg.thinking, dtype=cfg.dtype, device=cfg.device)
+    loaded = load(cfg.model, adapter=cfg.adapter, enable_thinking=cfg.thinking, dtype=cfg.dtype, device=cfg.device) \
+        if loaded is None else loaded.with_thinking(cfg.thinking)  # `loaded`: psyassist compare's one load
     out.mkdir(parents=True, exist_ok=True)
     res = run_generate(loaded, [Item(it["id"], it["context"], it["reference"]) for it in items],
                        out / "generations.json", sampling=sampling, batch_size=cfg.batch_size, restart=cfg.restart,
@@ -268,8 +269,11 @@ def score(rows: list[dict], lang: str, *, embed_model: str | None, bertscore_mod
     return summary, per
 
 
-def run_gen(cfg: GenConfig, out: str | Path) -> dict:
-    """Generate (or read) replies, score them, write OUT/{replies,scores}.jsonl and OUT/results.json."""
+def run_gen(cfg: GenConfig, out: str | Path, loaded=None) -> dict:
+    """Generate (or read) replies, score them, write OUT/{replies,scores}.jsonl and OUT/results.json.
+
+    `loaded`: a model already loaded by `infer.engine.load`, used instead of loading cfg.model.
+    """
     from psyassist.data.readers import read_conversations
 
     out = Path(out)
@@ -291,7 +295,7 @@ def run_gen(cfg: GenConfig, out: str | Path) -> dict:
                           cfg.limit])
         data = {"files": res.files, "formats": res.formats, "skipped": dict(res.skipped), **counts,
                 "used": len(items), "sha256": data_sha}
-        rows, gen_info = generate_replies(cfg, items, out)
+        rows, gen_info = generate_replies(cfg, items, out, loaded)
     lang = cfg.lang if cfg.lang != "auto" else M.detect_lang([r["reference"] for r in rows])
     embed = None if cfg.embed_model.lower() in NO_MODEL else (
         M.default_embed_model() if cfg.embed_model == "default" else cfg.embed_model)

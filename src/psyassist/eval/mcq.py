@@ -404,8 +404,12 @@ def summarize(fmt: PromptFormat, items: list[MCQItem], rows: list[dict], shuffle
     return res
 
 
-def run_mcq(cfg: MCQConfig, out: str | Path | None = None) -> dict:
-    """Load data and model, score every format, write the results JSON (when `out`) and return it."""
+def run_mcq(cfg: MCQConfig, out: str | Path | None = None, loaded=None) -> dict:
+    """Load data and model, score every format, write the results JSON (when `out`) and return it.
+
+    `loaded`: a model already loaded by `infer.engine.load` (psyassist compare loads each model
+    once for all its stages); cfg.model and cfg.adapter then only label the results.
+    """
     from psyassist.infer.engine import Sampling, load
 
     data = load_mcq(cfg.bench, cfg.layout, cfg.mapping, cfg.skip_invalid)
@@ -415,7 +419,7 @@ def run_mcq(cfg: MCQConfig, out: str | Path | None = None) -> dict:
         raise PsyassistError(f"--fewshot {cfg.fewshot}: the dev split has only {len(shots)} items")
     fmts = parse_formats(cfg.formats)
     loaded = load(cfg.model, adapter=cfg.adapter, enable_thinking=cfg.thinking, dtype=cfg.dtype,
-                  device=cfg.device)
+                  device=cfg.device) if loaded is None else loaded.with_thinking(cfg.thinking)
 
     # Every (format, item, rotation) is one variant; all are scored in one length-sorted pass.
     variants: list[tuple[int, int, MCQItem, str]] = []  # (format idx, item idx, shown item, prompt)
