@@ -394,8 +394,7 @@ def _run_imhi(stage: Stage, loaded, spec: ModelSpec, out: Path, seed: int, cfg: 
                       batch_size=o.get("batch_size", 8), max_new_tokens=o.get("max_new_tokens", 256),
                       thinking=o.get("thinking", False), seed=seed, embed_model=o.get("embed_model", "none"),
                       bertscore_model=o.get("bertscore_model"), restart=True, dtype=cfg.dtype, device=cfg.device)
-    # eval.imhi has no `loaded=` parameter: this stage loads its own copy of the model (2x its memory)
-    res = run_imhi(icfg, out / stage.name)
+    res = run_imhi(icfg, out / stage.name, loaded)
     lines = (out / stage.name / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
     return {**res, "per_item": [{"id": p["id"], "dataset": p["dataset"], "correct": p["label"] == p["gold_label"]}
                                 for p in map(json.loads, lines)]}

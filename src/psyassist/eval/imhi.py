@@ -322,7 +322,7 @@ def read_dataset(path: Path, dataset: str) -> tuple[list[dict], list[dict]]:
 # --- the run ---------------------------------------------------------------------------------
 
 
-def generate(cfg: ImhiConfig, rows: list[dict], out: Path, inputs: list[str]) -> tuple[list[dict], dict]:
+def generate(cfg: ImhiConfig, rows: list[dict], out: Path, inputs: list[str], loaded=None) -> tuple[list[dict], dict]:
     """Reply to every row's query with the batched, resumable generation loop; returns (records, info)."""
     from psyassist.infer.engine import Sampling, load
     from psyassist.infer.generate import Item, run_generate
@@ -331,7 +331,8 @@ def generate(cfg: ImhiConfig, rows: list[dict], out: Path, inputs: list[str]) ->
     if cfg.greedy:
         sampling = replace(sampling, temperature=0.0, allow_greedy=True)
     sampling.generate_kwargs()  # a bad setting fails before the model loads
-    loaded = load(cfg.model, adapter=cfg.adapter, enable_thinking=cfg.thinking, dtype=cfg.dtype, device=cfg.device)
+    loaded = load(cfg.model, adapter=cfg.adapter, enable_thinking=cfg.thinking, dtype=cfg.dtype, device=cfg.device) \
+        if loaded is None else loaded.with_thinking(cfg.thinking)  # `loaded`: psyassist compare's one load
     out.mkdir(parents=True, exist_ok=True)
     items = [Item(r["id"], [{"role": "user", "content": r["query"]}], r["gold"]) for r in rows]
     res = run_generate(loaded, items, out / "generations.json", sampling=sampling, batch_size=cfg.batch_size,
@@ -367,8 +368,11 @@ def score_dataset(preds: list[dict]) -> dict:
     }
 
 
-def run_imhi(cfg: ImhiConfig, out: str | Path) -> dict:
-    """Generate, parse and score; writes OUT/{generations.json, predictions.jsonl, results.json}."""
+def run_imhi(cfg: ImhiConfig, out: str | Path, loaded=None) -> dict:
+    """Generate, parse and score; writes OUT/{generations.json, predictions.jsonl, results.json}.
+
+    `loaded`: a model already loaded by `infer.engine.load`, used instead of loading cfg.model.
+    """
     out = Path(out)
     t0 = time.perf_counter()
     folder = data_dir(cfg.data, cfg.split)
@@ -389,7 +393,7 @@ def run_imhi(cfg: ImhiConfig, out: str | Path) -> dict:
         rejected += rej
         files[name] = {"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "used": len(got),
                        "rejected": len(rej)}
-    records, gen_info = generate(cfg, rows, out, [files[n]["file"] for n in names])
+    records, gen_info = generate(cfg, rows, out, [files[n]["file"] for n in names], loaded)
 
     preds = []
     for r, g in zip(rows, records, strict=True):

@@ -207,7 +207,7 @@ def score_logprob(model, tok, contexts: list[str], conts: list[list[str]], batch
     limit = min(len(r.ids) - (1 if r.opt is None else len(r.targets)) for r in reqs)
     P = _shared_prefix([r.ids for r in reqs], limit) if share_prefix else 0
     with torch.inference_mode():
-        cache = model(input_ids=torch.tensor([reqs[0].ids[:P]], device=dev)).past_key_values if P else None
+        cache = model(input_ids=torch.tensor([reqs[0].ids[:P]], device=dev)).cache if P else None
         for b in track(batches, "scoring (logprob)"):
             width = max(len(reqs[i].ids) for i in b) - P
             keep = max(1 if reqs[i].opt is None else len(reqs[i].targets) for i in b)
@@ -222,8 +222,8 @@ def score_logprob(model, tok, contexts: list[str], conts: list[list[str]], batch
             pos = P + (mask.cumsum(-1) - 1).clamp(min=0)  # position ids skip the padding
             kw = {}
             if P:  # the prefix's cache, one copy per row; the padding sits between prefix and question
-                kw["past_key_values"] = copy.deepcopy(cache)
-                kw["past_key_values"].batch_repeat_interleave(len(b))
+                kw["cache"] = copy.deepcopy(cache)  # transformers ≥ 5.23 names it `cache` (was past_key_values)
+                kw["cache"].batch_repeat_interleave(len(b))
                 mask = torch.cat([torch.ones((len(b), P), dtype=torch.long), mask], dim=1)
             logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
                            logits_to_keep=keep, **kw).logits.float()
