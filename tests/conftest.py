@@ -11,6 +11,7 @@ the real Qwen3 tokenizer from $PSYASSIST_QWEN3_TOKENIZER (fetched by
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,16 @@ def qwen3_tokenizer(qwen3_tokenizer_dir):
     from psyassist.render import load_tokenizer
 
     return load_tokenizer(str(qwen3_tokenizer_dir))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _default_sigint():
+    """A shell starts background jobs (`make test &`, nohup in scripts) with SIGINT ignored, and
+    Python then keeps it ignored; the Ctrl-C tests (chat, generate, train) need the usual
+    KeyboardInterrupt disposition to test anything, so restore it for the session."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
 
 
 @pytest.fixture(autouse=True)
