@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -423,6 +424,59 @@ def safety_memorization(
     print_report(report, as_json)
     if report.verdict == "block":
         raise typer.Exit(1)
+
+
+audit_app = typer.Typer(help="The crisis audit log the counselor app writes: pending banners, acknowledgements.",
+                        no_args_is_help=True)
+safety_app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("pending")
+def audit_pending(
+    log: Path = typer.Argument(..., help="The audit log (JSONL)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+) -> None:
+    """Detections nobody has acknowledged yet (the banners the app shows), oldest first.
+
+    psyassist safety audit pending audit.jsonl
+    """
+    from psyassist.safety.audit import AuditLog
+
+    rows = AuditLog(log).pending()
+    for e in rows:
+        print(json.dumps(e, ensure_ascii=False) if as_json else
+              f"{e['id']}  {e['time']}  {e['level']:<7}  client {e['client']}  {e['source']}  "
+              f"{', '.join(e['categories'])}")
+    if not as_json:
+        err_console.print(f"{len(rows)} pending")
+
+
+@audit_app.command("ack")
+def audit_ack(
+    log: Path = typer.Argument(..., help="The audit log (JSONL)."),
+    event: str = typer.Argument(..., help="The detection's id (from `pending`)."),
+    by: str = typer.Option(..., "--by", help="Who acknowledges it (counselor id)."),
+    note: str = typer.Option("", "--note", help="What was done (kept in the log)."),
+) -> None:
+    """Acknowledge a detection: recorded with who, when and a note; it leaves the pending list.
+
+    psyassist safety audit ack audit.jsonl 3f2a9c0d1e4b5a6f --by counselor-7 --note "safety plan agreed"
+    """
+    from psyassist.safety.audit import AuditLog
+
+    print(AuditLog(log).acknowledge(event, by=by, note=note))
+
+
+@audit_app.command("verify")
+def audit_verify(log: Path = typer.Argument(..., help="The audit log (JSONL).")) -> None:
+    """Check the hash chain of every line; prints the entry count and the last hash (keep it elsewhere).
+
+    psyassist safety audit verify audit.jsonl
+    """
+    from psyassist.safety.audit import AuditLog
+
+    n, last = AuditLog(log).verify()
+    print(f"ok: {n} entries, chain intact; last hash {last}")
 
 
 # --- eval -------------------------------------------------------------------------

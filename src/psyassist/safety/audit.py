@@ -1,0 +1,170 @@
+"""Crisis acknowledgements and their audit log: what the counselor app records about each detection.
+
+    psyassist safety audit pending audit.jsonl
+    psyassist safety audit ack audit.jsonl EVENT_ID --by counselor-7 --note "called the client; safety plan"
+    psyassist safety audit verify audit.jsonl
+
+The app shows every flagged detection (a note or a chat message) as a banner until a counselor
+acknowledges it; this module is the record behind that banner (issue 6 §2). One append-only JSONL
+file; two kinds of entry:
+
+    {"kind": "detection", "id", "time", "client", "source", "level", "categories", "rules", "prev"}
+    {"kind": "ack", "id", "event", "time", "by", "note", "prev"}
+
+- Tamper evidence: `prev` is the SHA-256 of the previous line's bytes (64 zeros for the first), so
+  an edited, inserted, reordered or deleted line breaks the chain and `verify` names the first line
+  that does not fit.  (A chain shows tampering; it cannot stop someone who rewrites the whole file —
+  keep a copy of the last hash elsewhere when that matters: `verify` prints it.)
+- No message text by default (the notes it refers to are the client's; the log is not the place
+  for them): level, categories and rule ids only.  `text=` stores it when a deployment wants that.
+- Appends take an exclusive `flock` and are flushed and fsynced, so two processes never interleave
+  lines or fork the chain; a line cut short by a crash is reported by `verify`, never silently skipped.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from psyassist.errors import PsyassistError
+from psyassist.safety.crisis import Detection
+
+GENESIS = "0" * 64
+SOURCES = ("note", "chat", "serve", "other")
+
+
+class AuditError(PsyassistError):
+    """The audit log is unreadable or its chain is broken (names the file and line)."""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _digest(line: bytes) -> str:
+    return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+
+
+class AuditLog:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def record(self, det: Detection, *, client: str, source: str = "note", text: str | None = None) -> str | None:
+        """Log a flagged detection; returns its event id (None when the detection is not flagged)."""
+        if not det.flagged:
+            return None
+        if source not in SOURCES:
+            raise PsyassistError(f"audit source must be one of {', '.join(SOURCES)}, got {source!r}")
+        if not client:
+            raise PsyassistError("audit entries need the client id they belong to")
+        entry = {"kind": "detection", "id": secrets.token_hex(8), "time": _now(), "client": client,
+                 "source": source, "level": det.level, "categories": sorted(det.categories),
+                 "rules": sorted({e.rule for e in det.evidence})}
+        if text is not None:
+            entry["text"] = text
+        with self._locked() as f:
+            self._append(f, entry)
+        return entry["id"]
+
+    def acknowledge(self, event_id: str, *, by: str, note: str = "") -> str:
+        """Record that counselor `by` saw and handled event `event_id`; returns the ack's id."""
+        if not by.strip():
+            raise PsyassistError("an acknowledgement names who acknowledged it (--by)")
+        with self._locked() as f:
+            entries = list(self._read(f))
+            events = {e["id"]: e for e in entries if e["kind"] == "detection"}
+            if event_id not in events:
+                raise PsyassistError(f"{self.path}: no detection with id {event_id!r} "
+                                     f"(`psyassist safety audit pending {self.path}` lists the open ones)")
+            done = next((e for e in entries if e["kind"] == "ack" and e["event"] == event_id), None)
+            if done is not None:
+                raise PsyassistError(f"{self.path}: event {event_id} was already acknowledged by {done['by']} "
+                                     f"at {done['time']}")
+            entry = {"kind": "ack", "id": secrets.token_hex(8), "event": event_id, "time": _now(), "by": by,
+                     "note": note}
+            self._append(f, entry)
+        return entry["id"]
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def entries(self) -> list[dict]:
+        """Every entry, after verifying the whole chain."""
+        if not self.path.exists():
+            return []
+        with self.path.open("rb") as f:
+            return list(self._read(f))
+
+    def pending(self) -> list[dict]:
+        """Detections no one has acknowledged yet, oldest first: what the app shows as banners."""
+        entries = self.entries()
+        acked = {e["event"] for e in entries if e["kind"] == "ack"}
+        return [e for e in entries if e["kind"] == "detection" and e["id"] not in acked]
+
+    def verify(self) -> tuple[int, str]:
+        """(entries, hash of the last line); raises AuditError at the first line that breaks the chain."""
+        entries = self.entries()
+        if not entries:
+            return 0, GENESIS
+        last = self.path.read_bytes().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        return len(entries), _digest(last)
+
+    # --- internals -------------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self) -> Iterator:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a+b") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield f
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def _append(self, f, entry: dict) -> None:
+        f.seek(0)
+        prev = GENESIS
+        for prev_entry_hash in self._hashes(f):
+            prev = prev_entry_hash
+        line = json.dumps({**entry, "prev": prev}, ensure_ascii=False, sort_keys=True).encode("utf-8") + b"\n"
+        f.seek(0, os.SEEK_END)
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+    def _hashes(self, f) -> Iterator[str]:
+        """Hashes of the verified lines, in order (reading checks the chain)."""
+        for _, raw in self._lines(f):
+            yield _digest(raw)
+
+    def _lines(self, f) -> Iterator[tuple[dict, bytes]]:
+        f.seek(0)
+        prev = GENESIS
+        for n, raw in enumerate(f, 1):
+            where = f"{self.path}:{n}"
+            if not raw.endswith(b"\n"):
+                raise AuditError(f"{where}: the last line is cut short (a crash while writing?); nothing after "
+                                 f"line {n - 1} can be trusted — keep the file and investigate, do not edit it")
+            try:
+                entry = json.loads(raw)
+            except ValueError as e:
+                raise AuditError(f"{where}: not a JSON object ({e}); the log was edited or damaged") from e
+            if not isinstance(entry, dict) or entry.get("kind") not in ("detection", "ack"):
+                raise AuditError(f"{where}: field 'kind' must be 'detection' or 'ack'")
+            if entry.get("prev") != prev:
+                raise AuditError(f"{where}: field 'prev' does not match the hash of line {n - 1}: a line before "
+                                 "it was edited, inserted or deleted (the chain breaks here)")
+            prev = _digest(raw)
+            yield entry, raw
+
+    def _read(self, f) -> Iterator[dict]:
+        for entry, _ in self._lines(f):
+            yield entry
