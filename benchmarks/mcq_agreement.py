@@ -23,22 +23,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import peak_rss_mb, record  # noqa: E402
 
-TASK = """task: psyassist_mmlu_prof
-dataset_path: csv
-dataset_kwargs:
-  data_files:
-    test: {csv}
-  column_names: [question, A, B, C, D, answer]
-  keep_default_na: false
-output_type: multiple_choice
-test_split: test
-doc_to_text: "{{{{question.strip()}}}}\\nA. {{{{A}}}}\\nB. {{{{B}}}}\\nC. {{{{C}}}}\\nD. {{{{D}}}}\\nAnswer:"
-doc_to_choice: ["A", "B", "C", "D"]
-doc_to_target: "{{{{['A', 'B', 'C', 'D'].index(answer)}}}}"
-metric_list:
-  - metric: acc
-"""
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -50,13 +34,14 @@ def main() -> None:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from psyassist.eval.mcq import MCQConfig, run_mcq
+    from psyassist.eval.mcq import LM_EVAL_MMLU_TASK, MCQConfig, run_mcq
     from psyassist.models import default_model_dir
 
     csv = Path(args.data) / "MMLU_psychology" / "professional_psychology_test.csv"
     model = default_model_dir()
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "task.yaml").write_text(TASK.format(csv=csv), encoding="utf-8")
+        (Path(tmp) / "task.yaml").write_text(LM_EVAL_MMLU_TASK.format(name="psyassist_mmlu_prof", csv=csv),
+                                             encoding="utf-8")
         t0 = time.perf_counter()
         theirs = lm_eval.simple_evaluate(
             model="hf", model_args=f"pretrained={model},dtype=float32", device="cpu", tasks=["psyassist_mmlu_prof"],

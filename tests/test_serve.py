@@ -311,6 +311,19 @@ def test_queue_full_is_429_and_a_disconnected_stream_frees_its_row(small):
     assert h["tokens_generated"] - h0["tokens_generated"] < 1000  # … long before the stream's 3000 tokens
 
 
+def test_a_non_streaming_client_that_hangs_up_frees_its_row(small):
+    """No write tells a non-streaming handler that its client left; it checks while it waits."""
+    body = {"model": "tiny", "messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": 3000,
+            "temperature": 0}
+    h0 = small.health()
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up long before 3000 tokens
+        httpx.post(small.url + "/v1/chat/completions", json=body, timeout=httpx.Timeout(10, read=1.5))
+    h = small.wait(lambda h: h["active_rows"] == 0 and h["rows_cancelled"] > h0["rows_cancelled"], "the dropped row")
+    time.sleep(0.2)
+    assert small.health()["tokens_generated"] == h["tokens_generated"]  # nothing decodes any more
+    assert h["tokens_generated"] - h0["tokens_generated"] < 3000
+
+
 def test_lru_eviction_keeps_one_adapter_and_reloads_on_demand(small, server):
     want = {m: ask(server, PROMPTS[0], model=m, max_tokens=8).choices[0].message.content for m in ("warm", "brief")}
     before = small.health()

@@ -54,6 +54,25 @@ MULTI_RULE = ("multi-answer: option probabilities renormalised over the options;
               "p >= 1/n_options (the top one always); correct only on an exact set match")
 RESULTS_KIND = "psyassist.eval.mcq"
 
+# The lm-evaluation-harness task that reads an MMLU CSV (no header) with MMLU's zero-shot prompt and
+# " A".." D" continuations — the same prompt as `--format mmlu`.  tests/test_mcq_agreement.py and
+# benchmarks/mcq_agreement.py run it to show that logprob `acc` equals lm-eval's.
+LM_EVAL_MMLU_TASK = """task: {name}
+dataset_path: csv
+dataset_kwargs:
+  data_files:
+    test: {csv}
+  column_names: [question, A, B, C, D, answer]
+  keep_default_na: false
+output_type: multiple_choice
+test_split: test
+doc_to_text: "{{{{question.strip()}}}}\\nA. {{{{A}}}}\\nB. {{{{B}}}}\\nC. {{{{C}}}}\\nD. {{{{D}}}}\\nAnswer:"
+doc_to_choice: ["A", "B", "C", "D"]
+doc_to_target: "{{{{['A', 'B', 'C', 'D'].index(answer)}}}}"
+metric_list:
+  - metric: acc
+"""
+
 
 # --- prompt formats ------------------------------------------------------------------------
 

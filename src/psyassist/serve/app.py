@@ -34,7 +34,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from jinja2 import TemplateError as JinjaTemplateError
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -260,9 +260,12 @@ def create_app(cfg: ServeConfig, backend) -> FastAPI:
             return StreamingResponse(_sse(job, deadline, rid, created, body.model, n, usage, safety),
                                      media_type="text/event-stream", headers=headers)
         text, finish, completion = [], None, 0
+        gone = asyncio.ensure_future(_watch_disconnect(request))
         try:
             while finish is None:
-                ev = await _next(job, deadline)
+                ev = await _next(job, deadline, gone)
+                if ev is None:  # the client hung up: free its row now, nobody reads the answer
+                    return Response(status_code=499)
                 if ev[0] == "delta":
                     text.append(ev[1])
                 elif ev[0] == "done":
@@ -273,6 +276,7 @@ def create_app(cfg: ServeConfig, backend) -> FastAPI:
             raise APIError(504, f"no complete reply within --request-timeout {cfg.request_timeout:g} s; "
                                 "ask for fewer max_tokens or retry later", "timeout", type_="timeout") from e
         finally:
+            gone.cancel()
             job.cancel()  # no-op when finished; frees the row when the handler is left early
         out = {"id": rid, "object": "chat.completion", "created": created, "model": body.model,
                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(text)},
@@ -335,11 +339,32 @@ def _job(body: ChatRequest, thinking: bool, cfg: ServeConfig, adapter: str | Non
                top_p=top_p, top_k=max(top_k, 0), seed=body.seed, stop=stop, adapter=adapter)
 
 
-async def _next(job: Job, deadline: float) -> tuple:
+async def _next(job: Job, deadline: float, gone: asyncio.Task | None = None) -> tuple | None:
+    """The job's next event; None when `gone` (a _watch_disconnect task) finished first.
+
+    A streaming response learns of a disconnect from Starlette (the generator is cancelled); a
+    non-streaming handler would only learn it when it writes the answer, so it waits on the
+    job and on the client's `http.disconnect` at once: a client that gives up frees its row.
+    """
     left = deadline - time.monotonic()
     if left <= 0:
         raise asyncio.TimeoutError
-    return await asyncio.wait_for(job.queue.get(), left)
+    if gone is None:
+        return await asyncio.wait_for(job.queue.get(), left)
+    get = asyncio.ensure_future(job.queue.get())
+    done, _ = await asyncio.wait({get, gone}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+    if get in done:
+        return get.result()
+    get.cancel()
+    if gone in done:
+        return None
+    raise asyncio.TimeoutError
+
+
+async def _watch_disconnect(request: Request) -> None:
+    """Returns when the client disconnects (the body is already read, so nothing else arrives)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _chunk(rid: str, created: int, model: str, delta: dict | None, finish: str | None = None, **extra) -> str:
