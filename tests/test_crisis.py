@@ -82,6 +82,18 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize(("text", "level"), [
+    ("I don't think I'll kill myself.", "concern"),            # a hedged denial: a counselor asks
+    ("I'm not sure I won't hurt myself tonight", "concern"),
+    ("If I don't get out of here I'll kill myself", "urgent"),  # the negation sits in the condition
+    ("I don't want to kill myself", "none"),
+    ("I'm not going to kill myself, I promise", "none"),
+])
+def test_negation_scope_condition_and_hedge(text, level):
+    d = detect(text)
+    assert d.level == level, (text, d.reasons)
+
+
 @pytest.mark.parametrize(("text", "level"), CASES)
 def test_hard_cases(text, level):
     d = detect(text)

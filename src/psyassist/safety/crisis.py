@@ -435,6 +435,10 @@ _NEG_WORD_EN = r"\b(?:not|never|don't|do not|doesn't|didn't|won't|wouldn't|isn't
 _NEG_EN = re.compile(_NEG_WORD_EN + r"(?:\W+\w+){0,5}\W*$", re.ASCII)
 # "if I don't I'll probably kill myself": a new "I will" after the negation starts a new statement.
 _NEG_EN_ENDS = re.compile(_NEG_WORD_EN + r"(?=(?:(?!" + _NEG_WORD_EN + r").)*\bi(?:'ll| will|'m going to|'m gonna)\b)", re.ASCII)
+# ... but only inside a condition ("if/unless/when I don't …"): in "I don't think I'll kill myself" the
+# negation governs the statement, and "think" makes it a hedged denial (concern, never none).
+_COND_EN = re.compile(r"\b(?:if|unless|when|once)\b", re.ASCII)
+_HEDGE_EN = re.compile(r"\b(?:think|sure|know (?:if|whether)|expect|promise)\b", re.ASCII)
 _NEG_ZH = re.compile(r"(?:没有?|不|从没有?|从来没有?|从不|不会|并没有?|并不|绝不|决不)"
                      r"(?:再|真的|会|想|想过|有|有过|打算|要|被|是|计划)*$")
 # "suicide has never crossed my mind": the negation follows the match.
@@ -643,15 +647,24 @@ def _judge(text, s, idx, det, rid, cats, level, a, b, clauses, sentences) -> lis
     c0, _ = _bounds(clauses, a, len(s))
     s0, s1 = _bounds(sentences, a, len(s))
     sentence = s[s0:s1]
-    negated = _NEG_ZH.search(s[c0:a]) if zh else (
-        (m := _NEG_EN.search(s[c0:a])) and not _NEG_EN_ENDS.match(s, c0 + m.start(), a))
+    hedged = False
+    if zh:
+        negated = _NEG_ZH.search(s[c0:a])
+    elif m := _NEG_EN.search(s[c0:a]):
+        restarts = _NEG_EN_ENDS.match(s, c0 + m.start(), a) and _COND_EN.search(s, c0, c0 + m.start())
+        negated = not restarts
+        hedged = negated and bool(_HEDGE_EN.search(s, c0 + m.start(), a))
+    else:
+        negated = None
+    if hedged:
+        negated = False  # "I don't think I'll …", "I'm not sure I won't …": a counselor asks; capped below
     if negated or _NEG_AFTER.match(s, b):
         det.reasons.append(f"ignored {text[idx[a]:idx[b - 1] + 1]!r} ({rid}): negated")
         return []
     if "self_harm" in cats and "suicide" not in cats and _ACCIDENT.search(sentence):
         det.reasons.append(f"ignored {text[idx[a]:idx[b - 1] + 1]!r} ({rid}): an accident")
         return []
-    caps, reported = [], _reported(s[s0:a], zh)
+    caps, reported = (["hedged denial"] if hedged else []), _reported(s[s0:a], zh)
     if _PAST.search(sentence):
         caps.append("past or history")
     if "medical" in cats:
