@@ -161,7 +161,7 @@ def main() -> None:
               "prompts": source, "server_threads": args.threads, "server_load_s": round(load_s, 1),
               "sequential": a, "concurrent": b,
               "throughput_ratio": round(ratio, 2), "target_ratio": 2.5, **forwards, "load_avg_1m": round(load, 1),
-              "note": "2 shared CPU cores, other jobs running" if os.cpu_count() == 2 else ""}
+              "note": f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the end"}
     summary = (f"{args.backend} {args.model}, {len(texts)} streaming requests ({source}), max_tokens "
                f"{args.max_tokens}: sequential {a['tokens_per_s']} tok/s (TTFT p50 {a['ttft_p50_s']} s, p95 "
                f"{a['ttft_p95_s']} s) vs {len(texts)} concurrent {b['tokens_per_s']} tok/s (TTFT p50 "
