@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PSYASSIST_QWEN3_TOKENIZER ?= $(CURDIR)/.cache/tokenizers/qwen3
+export PSYASSIST_TEST_DATA ?= $(abspath $(CURDIR)/../shared/data)
 
 .PHONY: demo test test-fast bench lint tokenizer clean
 
@@ -29,8 +30,15 @@ test: $(STAMP) tokenizer
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m 'not gpu and not slow'
 
+# Every CPU benchmark, one after another (about 40 minutes on 2 quiet cores); each appends a row to
+# benchmarks/RESULTS.md.  Real data from ../shared/data unless PSYASSIST_TEST_DATA says otherwise.
+# benchmarks/train_gpu.py needs a GPU and is not run here.
 bench: $(STAMP) tokenizer
 	$(BIN)/python benchmarks/data_prep.py
+	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/mcq_scoring.py
+	$(BIN)/python benchmarks/mcq_agreement.py
+	$(BIN)/python benchmarks/serve_concurrency.py --threads 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
