@@ -61,6 +61,20 @@ def _default_sigint():
     yield
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for the module, restored after: tiny models gain nothing from threads, and on
+    a busy 2-core machine two OpenMP threads spin against each other (each 64-wide matmul ~60x slower,
+    SmolLM2 generation 0.5 vs ~2 tokens/s; the serve tests went from over 2 min to 22 s).
+    Use it with `pytestmark = pytest.mark.usefixtures("one_torch_thread")` or as a test argument."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _no_progress(monkeypatch):
     monkeypatch.setenv("PSYASSIST_NO_PROGRESS", "1")

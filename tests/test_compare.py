@@ -217,16 +217,6 @@ def test_report_is_self_contained_escaped_and_honest(tmp_path):
 # --- end to end ----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def one_thread():
-    # A 64-wide model gains nothing from threads; on a busy 2-core machine they only spin. Restored after.
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def tiny_base_and_adapter(tmp_path_factory, qwen3_tokenizer_dir):
@@ -248,7 +238,7 @@ def tiny_base_and_adapter(tmp_path_factory, qwen3_tokenizer_dir):
 
 
 @pytest.mark.slow
-def test_cli_compare_end_to_end(cli, tiny_base_and_adapter, test_data, tmp_path, one_thread):
+def test_cli_compare_end_to_end(cli, tiny_base_and_adapter, test_data, tmp_path, one_torch_thread):
     model_dir, adapter = tiny_base_and_adapter
     imhi = json.dumps(str(test_data / "IMHI_MentalLLaMA"))
     suite = _suite(tmp_path, """

@@ -7,7 +7,6 @@ import random
 from pathlib import Path
 
 import pytest
-import torch
 
 from psyassist.errors import DataError, PsyassistError
 from psyassist.eval.imhi import (
@@ -28,19 +27,12 @@ from psyassist.eval.imhi import (
 )
 from tiny_tokenizer import tiny_tokenizer
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
+
 # Rows per test file (MentalLLaMA @ 42cd29d); test_complete and test_instruction hold the same posts in the same order.
 IMHI_ROWS = {"DR": 405, "dreaddit": 414, "Irf": 2_113, "MultiWD": 2_441, "loneliness": 528, "t-sid": 959,
              "SAD": 684, "CAMS": 625}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # On a busy 2-core machine OpenMP's spin-waiting made SmolLM2's 32-token batch take 157 s
-    # with 2 threads and 12 s with 1 (measured while writing this test); restored afterwards.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # --- gold answers of the real test sets ----------------------------------------------------------

@@ -24,15 +24,8 @@ from psyassist.eval.mcq_loaders import MCQItem, load_mcq
 from psyassist.render import ChatRenderer
 from tiny_tokenizer import tiny_tokenizer
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # A 64-wide model gains nothing from threads, and on a busy 2-core machine OpenMP's
-    # spin-waiting makes each tiny op ~100x slower; restored afterwards.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,8 @@ from psyassist.safety.memorization import (
 )
 from tiny_tokenizer import tiny_tokenizer
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
+
 # Invented client notes (written for this test).
 NOTES = [
     "Client M., 34: sleeps four hours since the divorce in March; wakes at 3 am. Plan: sleep diary, no screens after ten.",
@@ -33,15 +35,6 @@ NOTES = [
 ]
 P, K = 16, 16  # prefix and continuation tokens in the end-to-end tests (notes are 89 and 99 tokens)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads; on a busy 2-core machine two OpenMP threads made each
-    64-wide matmul ~60x slower (4 ms instead of 0.06 ms) and this module take 75 s instead of ~10 s."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _scores(exact: float, lcs: float) -> Scores:

@@ -203,19 +203,11 @@ def test_judge_path_against_a_local_server(cli, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_stage_end_to_end_with_the_default_model(cli, tmp_path):
-    import torch
-
-    # One thread: on a busy 2-core machine two threads spin against each other (0.5 vs ~2 tokens/s measured).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def test_stage_end_to_end_with_the_default_model(cli, tmp_path, one_torch_thread):
     out = tmp_path / "o"
-    try:
-        code, stdout, err = cli(["eval", "safety", "--model", "default", "--limit", "3", "--max-new-tokens", "32",
-                                 "--batch-size", "3", "--region", "us", "-o", out, "--json", "--dtype", "fp32",
-                                 "--device", "cpu"])
-    finally:
-        torch.set_num_threads(threads)
+    code, stdout, err = cli(["eval", "safety", "--model", "default", "--limit", "3", "--max-new-tokens", "32",
+                             "--batch-size", "3", "--region", "us", "-o", out, "--json", "--dtype", "fp32",
+                             "--device", "cpu"])
     assert code == 0, err
     s = json.loads(stdout.strip().splitlines()[-1])["summary"]
     assert s["n"] == 3 and set(s["by_lang"]) == {"en"}

@@ -23,23 +23,14 @@ openai = pytest.importorskip("openai")
 
 from psyassist.serve.app import ServeConfig, build_backend, create_app  # noqa: E402
 
-pytestmark = pytest.mark.slow  # each module server loads a model; the tests send real requests
+# slow: each module server loads a model and the tests send real requests; one torch thread: conftest.py
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 PROMPTS = ["I can't sleep before exams.", "My thoughts race at night and I feel alone.",
            "Work makes me anxious.", "How do I tell my sister I am struggling with everything lately?"]
 URGENT = "I want to kill myself tonight, I have the pills ready."
 KEY = "test-key"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """CI and dev boxes here have 2 shared cores: two OpenMP threads waiting on each other ran 3-20x slower."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
