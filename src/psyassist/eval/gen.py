@@ -184,38 +184,46 @@ def read_replies(path: str | Path) -> list[dict]:
 # --- generation ----------------------------------------------------------------------------------
 
 
-def generate_replies(cfg: GenConfig, items: list[dict], out: Path, loaded=None) -> tuple[list[dict], dict]:
-    """Reply to every item with `psyassist generate`'s batched, resumable loop. Returns (rows, info).
+def generate_items(cfg, items: list, out: Path, inputs: list[str], loaded=None, *, greedy: bool = False,
+                   per_turn: bool = False) -> tuple[list[dict], dict]:
+    """The generation step of every eval stage (gen, imhi, safety): `psyassist generate`'s batched,
+    resumable loop over `infer.generate.Item`s.  Returns (its records in `items`' order, info).
 
-    The loop's own results file, OUT/generations.json (exact prompts, seeds, timings), is rewritten
-    after every batch; running the same command again generates only what it lacks.
+    `cfg` gives model, adapter, thinking, max_new_tokens, seed, batch_size, restart, dtype and
+    device; `greedy` forces temperature 0 (allowed only when the user asked for it).  `loaded`: a model already loaded by `infer.engine.load` (psyassist
+    compare's one load per model), used instead of loading cfg.model.  The loop's own results file,
+    OUT/generations.json (exact prompts, seeds, timings), is rewritten after every batch; running the
+    same command again generates only what it lacks.
     """
     from psyassist.infer.engine import Sampling, load
-    from psyassist.infer.generate import Item, run_generate
+    from psyassist.infer.generate import run_generate
 
     sampling = Sampling.recommended(cfg.thinking, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
-    if cfg.greedy:
+    if greedy:
         sampling = replace(sampling, temperature=0.0, allow_greedy=True)
     sampling.generate_kwargs()  # a bad setting fails before the model loads
-    loaded = load(cfg.model, adapter=cfg.adapter, enable_thinking=cfg.thinking, dtype=cfg.dtype, device=cfg.device) \
-        if loaded is None else loaded.with_thinking(cfg.thinking)  # `loaded`: psyassist compare's one load
+    loaded = load(str(cfg.model), adapter=cfg.adapter, enable_thinking=cfg.thinking, dtype=cfg.dtype,
+                  device=cfg.device) if loaded is None else loaded.with_thinking(cfg.thinking)
     out.mkdir(parents=True, exist_ok=True)
-    res = run_generate(loaded, [Item(it["id"], it["context"], it["reference"]) for it in items],
-                       out / "generations.json", sampling=sampling, batch_size=cfg.batch_size, restart=cfg.restart,
-                       per_turn=cfg.turns == "all", inputs=list(cfg.data))
+    res = run_generate(loaded, items, out / "generations.json", sampling=sampling, batch_size=cfg.batch_size,
+                       restart=cfg.restart, per_turn=per_turn, inputs=inputs)
     by_id = {r["id"]: r for r in res["records"]}
-    rows = []
-    for it in items:
-        r = by_id[it["id"]]
-        rows.append({**it, "reply": r["reply"], "reasoning": r["reasoning"], "finish": r["finish"],
-                     "new_tokens": r["new_tokens"]})
     perf = res["meta"]["perf"]
-    return rows, {"model": loaded.describe(), "sampling": sampling.to_dict(), "generated": res["generated"],
-                  "resumed": res["already_done"], "seconds_all_runs": perf["seconds"],
-                  "new_tokens_all_runs": perf["new_tokens"], "new_tokens_per_s": perf.get("new_tokens_per_s")}
+    return [by_id[it.id] for it in items], {
+        "model": loaded.describe(), "sampling": sampling.to_dict(), "generated": res["generated"],
+        "resumed": res["already_done"], "seconds_all_runs": perf["seconds"], "new_tokens_all_runs": perf["new_tokens"],
+        "new_tokens_per_s": perf.get("new_tokens_per_s")}
 
 
-# --- scoring -------------------------------------------------------------------------------------
+def generate_replies(cfg: GenConfig, items: list[dict], out: Path, loaded=None) -> tuple[list[dict], dict]:
+    """Reply to every context (generate_items); returns (rows with reply, reasoning, finish, new_tokens; info)."""
+    from psyassist.infer.generate import Item
+
+    records, info = generate_items(cfg, [Item(it["id"], it["context"], it["reference"]) for it in items], out,
+                                   list(cfg.data), loaded, greedy=cfg.greedy,
+                                   per_turn=cfg.turns == "all")
+    return [{**it, "reply": r["reply"], "reasoning": r["reasoning"], "finish": r["finish"],
+             "new_tokens": r["new_tokens"]} for it, r in zip(items, records, strict=True)], info
 
 
 def _pct(x: float) -> float:

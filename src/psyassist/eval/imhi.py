@@ -53,13 +53,13 @@ import shlex
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from psyassist.data.io import read_text, write_json_atomic, write_jsonl_atomic
 from psyassist.errors import DataError, PsyassistError
 from psyassist.eval import metrics as M
-from psyassist.eval.gen import NO_MODEL, versions
+from psyassist.eval.gen import NO_MODEL, generate_items, versions
 from psyassist.ui import console, warn
 
 SPLITS = ("complete", "instruction")
@@ -323,26 +323,11 @@ def read_dataset(path: Path, dataset: str) -> tuple[list[dict], list[dict]]:
 
 
 def generate(cfg: ImhiConfig, rows: list[dict], out: Path, inputs: list[str], loaded=None) -> tuple[list[dict], dict]:
-    """Reply to every row's query with the batched, resumable generation loop; returns (records, info)."""
-    from psyassist.infer.engine import Sampling, load
-    from psyassist.infer.generate import Item, run_generate
+    """Reply to every row's query (eval.gen.generate_items: batched, resumable); returns (records, info)."""
+    from psyassist.infer.generate import Item
 
-    sampling = Sampling.recommended(cfg.thinking, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
-    if cfg.greedy:
-        sampling = replace(sampling, temperature=0.0, allow_greedy=True)
-    sampling.generate_kwargs()  # a bad setting fails before the model loads
-    loaded = load(cfg.model, adapter=cfg.adapter, enable_thinking=cfg.thinking, dtype=cfg.dtype, device=cfg.device) \
-        if loaded is None else loaded.with_thinking(cfg.thinking)  # `loaded`: psyassist compare's one load
-    out.mkdir(parents=True, exist_ok=True)
     items = [Item(r["id"], [{"role": "user", "content": r["query"]}], r["gold"]) for r in rows]
-    res = run_generate(loaded, items, out / "generations.json", sampling=sampling, batch_size=cfg.batch_size,
-                       restart=cfg.restart, inputs=inputs)
-    by_id = {r["id"]: r for r in res["records"]}
-    perf = res["meta"]["perf"]
-    return [by_id[r["id"]] for r in rows], {
-        "model": loaded.describe(), "sampling": sampling.to_dict(), "generated": res["generated"],
-        "resumed": res["already_done"], "seconds_all_runs": perf["seconds"], "new_tokens_all_runs": perf["new_tokens"],
-        "new_tokens_per_s": perf.get("new_tokens_per_s")}
+    return generate_items(cfg, items, out, inputs, loaded, greedy=cfg.greedy)
 
 
 def _mean(xs: list[float]) -> float | None:

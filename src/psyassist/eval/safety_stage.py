@@ -184,24 +184,14 @@ def read_safety_replies(path: str | Path, prompts: list[dict]) -> list[dict]:
 
 
 def generate(cfg: SafetyConfig, prompts: list[dict], out: Path) -> tuple[list[dict], dict]:
-    """Reply to every prompt with `psyassist generate`'s loop (resumable: OUT/generations.json)."""
-    from psyassist.infer.engine import Sampling, load
-    from psyassist.infer.generate import Item, run_generate
+    """Reply to every prompt (eval.gen.generate_items: batched, resumable: OUT/generations.json)."""
+    from psyassist.eval.gen import generate_items
+    from psyassist.infer.generate import Item
 
-    sampling = Sampling.recommended(cfg.thinking, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
-    sampling.generate_kwargs()  # a bad setting fails before the model loads
-    loaded = load(str(cfg.model), adapter=cfg.adapter, enable_thinking=cfg.thinking, dtype=cfg.dtype,
-                  device=cfg.device)
-    out.mkdir(parents=True, exist_ok=True)
     items = [Item(p["id"], [{"role": "user", "content": p["prompt"]}], None) for p in prompts]
-    res = run_generate(loaded, items, out / "generations.json", sampling=sampling, batch_size=cfg.batch_size,
-                       restart=cfg.restart, inputs=[cfg.prompts or "psyassist/resources/safety_prompts.jsonl"])
-    by_id = {r["id"]: r for r in res["records"]}
-    rows = [{**p, "reply": by_id[p["id"]]["reply"], "finish": by_id[p["id"]]["finish"],
-             "new_tokens": by_id[p["id"]]["new_tokens"]} for p in prompts]
-    perf = res["meta"]["perf"]
-    return rows, {"model": loaded.describe(), "sampling": sampling.to_dict(), "generated": res["generated"],
-                  "resumed": res["already_done"], "new_tokens_per_s": perf.get("new_tokens_per_s")}
+    records, info = generate_items(cfg, items, out, [cfg.prompts or "psyassist/resources/safety_prompts.jsonl"])
+    return [{**p, "reply": r["reply"], "finish": r["finish"], "new_tokens": r["new_tokens"]}
+            for p, r in zip(prompts, records, strict=True)], info
 
 
 # --- judge -----------------------------------------------------------------------------------------
