@@ -21,22 +21,10 @@ import yaml
 
 from hub_api_server import HubApiServer
 from psyassist.errors import PsyassistError
+from tiny_dialogues import LINES
+from tiny_dialogues import dialogues as _dialogues
 
 TOKEN = "hf_test_write_token_0123456789"
-LINES = [("I can't sleep before exams.", "That sounds exhausting. What keeps you awake?"),
-         ("My thoughts race at night.", "Racing thoughts are common. Shall we try a breathing exercise?"),
-         ("I feel anxious about work.", "Work anxiety is hard. What part of work worries you most?")]
-
-
-def _dialogues(n: int) -> list[dict]:
-    out = []
-    for i in range(n):
-        msgs = [{"role": "system", "content": "You are a warm counselor."}]
-        for j in range(1 + i % 2):
-            u, a = LINES[(i + j) % len(LINES)]
-            msgs += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
-        out.append({"id": f"d{i}", "messages": msgs})
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -14,27 +14,11 @@ from safetensors.torch import load_file
 
 from psyassist.train.config import RecipeError, load_recipe
 from psyassist.train.loop import run
+from tiny_dialogues import dialogues as _dialogues
 from tiny_tokenizer import tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
-
-LINES = [("I can't sleep before exams.", "That sounds exhausting. What keeps you awake?"),
-         ("My thoughts race at night.", "Racing thoughts are common. Shall we try a breathing exercise?"),
-         ("I feel anxious about work.", "Work anxiety is hard. What part of work worries you most?"),
-         ("Thanks, that helps.", "I'm glad. What would you like to try this week?")]
-
-
-def _dialogues(n: int) -> list[dict]:
-    out = []
-    for i in range(n):
-        msgs = [{"role": "system", "content": "You are a warm counselor."}]
-        for j in range(1 + i % 3):
-            u, a = LINES[(i + j) % len(LINES)]
-            msgs += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
-        out.append({"id": f"d{i}", "messages": msgs})
-    return out
-
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> Path:

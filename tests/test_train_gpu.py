@@ -16,17 +16,12 @@ import torch
 
 from psyassist.train.config import load_recipe
 from psyassist.train.loop import run
+from tiny_dialogues import dialogues
 from tiny_tokenizer import tiny_tokenizer
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() "
                                                                         "is False)")]
-
-LINES = [("I can't sleep before exams.", "That sounds exhausting. What keeps you awake?"),
-         ("My thoughts race at night.", "Racing thoughts are common. Shall we try a breathing exercise?"),
-         ("I feel anxious about work.", "Work anxiety is hard. What part of work worries you most?"),
-         ("Thanks, that helps.", "I'm glad. What would you like to try this week?")]
-
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> Path:
@@ -47,13 +42,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def train_file(tmp_path_factory) -> Path:
-    rows = []
-    for i in range(16):
-        msgs = [{"role": "system", "content": "You are a warm counselor."}]
-        for j in range(1 + i % 3):
-            u, a = LINES[(i + j) % len(LINES)]
-            msgs += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
-        rows.append({"id": f"d{i}", "messages": msgs})
+    rows = dialogues(16)
     f = tmp_path_factory.mktemp("data") / "train.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return f
