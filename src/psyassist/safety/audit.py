@@ -130,20 +130,14 @@ class AuditLog:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     def _append(self, f, entry: dict) -> None:
-        f.seek(0)
         prev = GENESIS
-        for prev_entry_hash in self._hashes(f):
-            prev = prev_entry_hash
+        for _, raw in self._lines(f):  # verifies the chain: never append to a broken log
+            prev = _digest(raw)
         line = json.dumps({**entry, "prev": prev}, ensure_ascii=False, sort_keys=True).encode("utf-8") + b"\n"
         f.seek(0, os.SEEK_END)
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
-
-    def _hashes(self, f) -> Iterator[str]:
-        """Hashes of the verified lines, in order (reading checks the chain)."""
-        for _, raw in self._lines(f):
-            yield _digest(raw)
 
     def _lines(self, f) -> Iterator[tuple[dict, bytes]]:
         f.seek(0)
