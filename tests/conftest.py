@@ -6,12 +6,29 @@ Real data comes from $PSYASSIST_TEST_DATA (.ci/run sets it to ../shared/data) an
 the real Qwen3 tokenizer from $PSYASSIST_QWEN3_TOKENIZER (fetched by
 `make tokenizer`).  Outside CI a missing one skips the test with a message; in CI
 (CI=true) a skip of such a test fails the run instead.
+
+Services for the counselor app (`.ci/run` installs and starts them):
+
+    postgres_url   a fresh empty PostgreSQL database per test (SQLAlchemy URL, psycopg 3) on the
+                   server of $PSYASSIST_TEST_POSTGRES_URL, or, outside CI, on a throwaway cluster
+                   started once per session when initdb and pg_ctl are installed
+    db_url         parametrized: the same test on sqlite and on postgresql
+    browser, page  headless Chromium ($PSYASSIST_CHROMIUM or Debian's chromium) via Playwright
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import glob
 import os
+import secrets
+import shutil
 import signal
+import socket
+import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -96,3 +113,247 @@ def cli(capsys):
         return code, out, err
 
     return run
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------------
+
+
+def _pg_programs() -> tuple[str, str] | None:
+    """(initdb, pg_ctl), from PATH or else from Debian's per-version directory, which the
+    postgresql package keeps off PATH; the newest version wins."""
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    if initdb and pg_ctl:
+        return initdb, pg_ctl
+
+    def major(path: str) -> int:
+        v = Path(path).parents[1].name
+        return int(v) if v.isdigit() else 0
+
+    for initdb in sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=major, reverse=True):
+        pg_ctl = str(Path(initdb).with_name("pg_ctl"))
+        if os.access(initdb, os.X_OK) and os.access(pg_ctl, os.X_OK):
+            return initdb, pg_ctl
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _ThrowawayCluster:
+    """A PostgreSQL cluster in a temp dir, for one test session: trust auth, socket in the dir and on
+    127.0.0.1, durability off (nothing in it outlives the session).  Under root the server programs
+    run as the `postgres` system user, because postgres refuses to run as root."""
+
+    def __init__(self, initdb: str, pg_ctl: str, run_as: tuple[int, int] | None):
+        self.initdb, self.pg_ctl, self.run_as = initdb, pg_ctl, run_as
+        self.dir = Path(tempfile.mkdtemp(prefix="psyassist-pg-"))
+        self.data, self.log = self.dir / "data", self.dir / "server.log"
+        self.url: str | None = None
+        if run_as:
+            os.chown(self.dir, *run_as)
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess:
+        kw = {}
+        if self.run_as:
+            kw = {"user": self.run_as[0], "group": self.run_as[1], "extra_groups": []}
+        # cwd: the server user must be able to stat its working directory.
+        return subprocess.run(args, cwd=self.dir, capture_output=True, text=True, timeout=120, **kw)
+
+    def _fail(self, what: str, proc: subprocess.CompletedProcess):
+        log = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+        raise RuntimeError(f"{what} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}{log}")
+
+    def start(self) -> str:
+        # --no-sync: a throwaway cluster need not survive a power cut; saves seconds on slow disks.
+        proc = self._run(self.initdb, "-D", str(self.data), "-U", "postgres", "-A", "trust",
+                         "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
+        if proc.returncode:
+            self._fail("initdb", proc)
+        conf = self.data / "postgresql.conf"
+        base = conf.read_text()
+        for _ in range(3):  # the port is free when chosen, another process may take it before the bind
+            port = _free_port()
+            conf.write_text(base + "\n".join([
+                "", "listen_addresses = '127.0.0.1'", f"port = {port}",
+                f"unix_socket_directories = '{self.dir}'",
+                "fsync = off", "synchronous_commit = off", "full_page_writes = off", ""]))
+            proc = self._run(self.pg_ctl, "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
+                             "start")
+            if proc.returncode == 0:
+                self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+                return self.url
+            if "already in use" not in self.log.read_text(errors="replace"):
+                break
+        self._fail("pg_ctl start", proc)
+
+    def stop(self):
+        if not self.dir.exists():
+            return
+        if (self.data / "postmaster.pid").exists():
+            # immediate: nothing to flush, and a fast stop keeps the session teardown short.
+            proc = self._run(self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            pid_file = self.data / "postmaster.pid"
+            if proc.returncode and pid_file.exists():
+                try:  # SIGQUIT is postgres's immediate shutdown
+                    os.kill(int(pid_file.read_text().split()[0]), signal.SIGQUIT)
+                    time.sleep(1)
+                except (OSError, ValueError, IndexError):
+                    pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def _postgres_server():
+    """A SQLAlchemy engine (AUTOCOMMIT, for CREATE/DROP DATABASE) on the maintenance database of the
+    test server, and that server's URL.  One cluster per session at most: the CI one, or ours."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    url = os.environ.get("PSYASSIST_TEST_POSTGRES_URL")
+    cluster = None
+    if not url:
+        hint = ("PSYASSIST_TEST_POSTGRES_URL is not set (.ci/run starts a throwaway cluster and sets it)"
+                if IN_CI else "install PostgreSQL (initdb, pg_ctl) for a throwaway cluster per test "
+                "session, or set PSYASSIST_TEST_POSTGRES_URL to a server to create test databases on")
+        programs = None if IN_CI else _pg_programs()
+        if programs is None:
+            _need("PostgreSQL", hint)
+        run_as = None
+        if os.geteuid() == 0:
+            import pwd
+
+            try:
+                pw = pwd.getpwnam("postgres")
+            except KeyError:
+                _need("PostgreSQL", "running as root and there is no `postgres` user to run the "
+                      "throwaway cluster as; " + hint)
+            run_as = (pw.pw_uid, pw.pw_gid)
+        cluster = _ThrowawayCluster(*programs, run_as)
+        # atexit too: a session that dies before its teardown must not leave a server behind.
+        atexit.register(cluster.stop)
+        try:
+            url = cluster.start()
+        except BaseException:
+            cluster.stop()
+            raise
+    # NullPool: no idle admin connection to keep alive between tests.
+    engine = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        yield engine, url
+    finally:
+        engine.dispose()
+        if cluster:
+            cluster.stop()
+            atexit.unregister(cluster.stop)
+
+
+@pytest.fixture
+def postgres_url(_postgres_server) -> str:
+    """A fresh, empty database for this test on the test PostgreSQL server, dropped after it (with
+    FORCE, so connections the test left open do not keep it alive).  Yields the SQLAlchemy URL
+    (postgresql+psycopg://...)."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    engine, url = _postgres_server
+    name = f"psyassist_test_{secrets.token_hex(6)}"
+    with engine.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+# postgresql is slow-marked so that `make test-fast` needs no database server; make test and CI run both.
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)],
+                ids=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """A SQLAlchemy URL of an empty database: a test that takes it runs once on SQLite (a file in
+    tmp_path) and once on PostgreSQL (postgres_url)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/app.db"
+    return request.getfixturevalue("postgres_url")
+
+
+# --- Chromium ---------------------------------------------------------------------------------------
+
+# The flags that work on a closed network and as root: no sandbox (root, containers), no GPU, and none
+# of Chromium's background calls home (QUIC, component updates, sync) that would only time out here.
+# --disable-dev-shm-usage: a container's default 64 MB /dev/shm crashes renderers.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> Path:
+    """The Chromium executable: $PSYASSIST_CHROMIUM, else Debian's chromium.  Playwright's own
+    browser download (`playwright install`) does not work offline, so we drive the system one."""
+    env = os.environ.get("PSYASSIST_CHROMIUM")
+    if env:
+        if not os.access(env, os.X_OK):
+            _need("Chromium", f"PSYASSIST_CHROMIUM={env} is not an executable")
+        return Path(env)
+    for cand in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
+        if cand and os.access(cand, os.X_OK):
+            return Path(cand)
+    _need("Chromium", "apt-get install chromium, or set PSYASSIST_CHROMIUM to a Chromium executable")
+
+
+# The Playwright of the browser fixture, while it runs; see _hide_playwright_loop.
+_PLAYWRIGHT_LOOP: list[asyncio.AbstractEventLoop] = []
+
+
+@pytest.fixture(scope="session")
+def browser(chromium_path):
+    """A headless Chromium (Playwright sync API Browser), launched once per session."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _need("playwright", "pip install -e '.[dev]'")
+    pw = sync_playwright().start()
+    try:
+        b = pw.chromium.launch(executable_path=str(chromium_path), headless=True, args=CHROMIUM_ARGS)
+    except BaseException:
+        pw.stop()
+        raise
+    _PLAYWRIGHT_LOOP.append(asyncio._get_running_loop())
+    try:
+        yield b
+    finally:
+        _PLAYWRIGHT_LOOP.clear()
+        b.close()
+        pw.stop()
+
+
+@pytest.fixture
+def page(browser):
+    """A Playwright Page in a new context of its own (no cookies or storage from other tests), with a
+    laptop-sized viewport; the context is closed after the test."""
+    ctx = browser.new_context(viewport={"width": 1366, "height": 800})
+    try:
+        yield ctx.new_page()
+    finally:
+        ctx.close()
+
+
+@pytest.fixture(autouse=True)
+def _hide_playwright_loop(request):
+    """Playwright's sync API leaves its event loop marked as running in this thread between calls, so
+    while the session's browser lives asyncio.run() anywhere on the main thread fails ("cannot be
+    called from a running event loop").  Tests that do not use the browser get the thread without it;
+    the mark comes back after them for the browser's next call."""
+    if not _PLAYWRIGHT_LOOP or "browser" in request.fixturenames:
+        yield
+        return
+    loop = asyncio._get_running_loop()
+    asyncio._set_running_loop(None)
+    try:
+        yield
+    finally:
+        asyncio._set_running_loop(loop)

@@ -10,6 +10,10 @@ recommendation for the thinking mode (`chat_template_kwargs: {"enable_thinking":
 switches Qwen3 thinking on, as in vLLM); temperature 0 (greedy) is allowed here because API
 users ask for it, although chat and generate refuse it unless forced.
 
+`response_format` ({"type": "json_schema", "json_schema": {"name": …, "schema": {…}}} or
+{"type": "json_object"}) constrains decoding to that JSON: the backend compiles the schema
+(`backend.constraint`, off the event loop and off the decode worker) and masks every step.
+
 Every request's last user message goes through the crisis check (issue 6): the reply still
 comes; a flagged request gets the header `X-Psyassist-Crisis: urgent|concern` and a
 top-level `psyassist_safety` {level, categories, resources} in the response (streaming: in a
@@ -39,7 +43,7 @@ from jinja2 import TemplateError as JinjaTemplateError
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from psyassist.errors import PsyassistError
+from psyassist.errors import MissingDependency, PsyassistError
 from psyassist.infer.engine import SAMPLING
 from psyassist.render import ChatRenderer, RenderOptions
 from psyassist.safety.crisis import detect
@@ -121,6 +125,7 @@ class ChatRequest(BaseModel):
     stop: str | list[str] | None = None
     n: int | None = None
     chat_template_kwargs: dict | None = None  # {"enable_thinking": bool}, as vLLM takes it
+    response_format: dict | None = None  # {"type": "text" | "json_object" | "json_schema", …}
 
 
 class SafetyLog:
@@ -237,6 +242,15 @@ def create_app(cfg: ServeConfig, backend) -> FastAPI:
         if n + job.max_tokens > backend.context:
             raise APIError(400, f"the prompt ({n} tokens) + max_tokens ({job.max_tokens}) exceeds the model's "
                                 f"{backend.context}-token context", "context_length_exceeded", param="max_tokens")
+        constrained, schema = _response_format(body.response_format)
+        if constrained:
+            try:  # a thread: a big schema may take seconds to compile; neither requests nor decoding wait
+                job.constraint = await asyncio.to_thread(backend.constraint, schema)
+            except MissingDependency as e:
+                raise APIError(501, f"response_format is not available on this server: {e}", "unsupported",
+                               type_="server_error", param="response_format") from e
+            except PsyassistError as e:
+                raise APIError(400, f"response_format: {e}", "bad_response_format", param="response_format") from e
         last_user = next(m["content"] for m in reversed(messages) if m["role"] == "user")
         det = detect(last_user)
         safety = None
@@ -312,6 +326,27 @@ def _messages(body: ChatRequest) -> list[dict]:
         raise APIError(400, f"the last message must be the user's (got {out[-1]['role']!r}): the server writes the "
                             "next assistant reply", "bad_messages", param="messages")
     return out
+
+
+def _response_format(fmt: dict | None) -> tuple[bool, dict | None]:
+    """(constrained, schema) from OpenAI's response_format; schema None = any JSON object. 400 otherwise.
+
+    `strict` is accepted and ignored: every schema here is enforced token by token."""
+    kind = "text" if fmt is None else fmt.get("type")
+    if kind == "text":
+        return False, None
+    if kind == "json_object":
+        return True, None
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+            got = spec.get("schema") if isinstance(spec, dict) else spec
+            raise APIError(400, "response_format.json_schema.schema must be a JSON schema object "
+                                f"({{'name': …, 'schema': {{'type': 'object', …}}}}), got {json.dumps(got)[:80]}",
+                           "bad_response_format", param="response_format")
+        return True, spec["schema"]
+    raise APIError(400, f"response_format.type must be 'text', 'json_object' or 'json_schema', got {kind!r}",
+                   "bad_response_format", param="response_format")
 
 
 def _job(body: ChatRequest, thinking: bool, cfg: ServeConfig, adapter: str | None) -> Job:

@@ -19,6 +19,10 @@ Continuous batching at step boundaries, by hand (no `model.generate`):
   seeded from the request's seed: a seeded request samples the same text alone or batched.
 - Adapters are per row: PEFT's mixed-adapter batch (`adapter_names=[...]`, "__base__" for
   the base model) in every forward.
+- response_format is per row: a row whose job carries a JSON constraint (infer/grammar.py,
+  compiled by `constraint()` on the route's thread, never here) gets the grammar's token mask
+  on its logits before sampling, at the prefill's token as at every step, and its matcher
+  accepts each picked token; unconstrained rows in the same batch are untouched.
 
 Counters in `health()` (/health) show what happened: forward_calls, prefill_calls,
 decode_steps, rows_admitted/finished/cancelled, max_rows_in_forward, active_rows, queued.
@@ -32,6 +36,7 @@ import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import DynamicCache
@@ -42,6 +47,9 @@ from psyassist.serve.adapters import AdapterPool
 from psyassist.serve.jobs import Job, QueueFull
 from psyassist.ui import warn
 
+if TYPE_CHECKING:
+    from psyassist.infer.grammar import JsonCompiler, JsonConstraint, JsonState
+
 
 @dataclass
 class Row:
@@ -51,6 +59,7 @@ class Row:
     n_generated: int = 0  # sampled tokens, the end-of-turn token included (usage.completion_tokens)
     sent: int = 0  # characters of reply text already emitted
     finish: str | None = None  # "stop" | "length" | "cancelled" | "error"
+    grammar: JsonState | None = None  # response_format: masks this row's logits, accepts its tokens
 
 
 @dataclass
@@ -78,6 +87,8 @@ class HFBackend:
         self.stop_ids = set(loaded.stop_ids)
         self.pad = pad_id(loaded)
         self.max_batch, self.max_queue, self.window = max_batch, max_queue, batch_window
+        self.json: JsonCompiler | None = None  # built at the first response_format request
+        self.json_lock = threading.Lock()
         self.pending: deque[Job] = deque()
         self.cv = threading.Condition()
         self.active_rows = 0
@@ -101,6 +112,20 @@ class HFBackend:
 
     def adapters(self) -> dict:
         return self.pool.available()
+
+    def constraint(self, schema: dict | None) -> JsonConstraint:
+        """The compiled grammar for a response_format schema (None = any JSON object) to set as Job.constraint.
+
+        Call it off the worker thread (the route uses asyncio.to_thread): a new schema compiles
+        in milliseconds to seconds, and decoding must not wait for it.  PsyassistError when the
+        schema cannot be compiled."""
+        from psyassist.infer.grammar import JsonCompiler
+
+        with self.json_lock:
+            if self.json is None:
+                self.json = JsonCompiler(self.tok, vocab_size=self.loaded.model.config.vocab_size,
+                                         stop_ids=sorted(self.stop_ids))
+        return self.json.compile(schema)
 
     def submit(self, job: Job) -> None:
         with self.cv:
@@ -184,7 +209,7 @@ class HFBackend:
                     gen.manual_seed(job.seed)
                 else:
                     gen.seed()
-                rows.append(Row(job, gen))
+                rows.append(Row(job, gen, grammar=job.constraint.start() if job.constraint is not None else None))
             else:  # every adapter slot is pinned by running rows: wait (in order) for one to finish
                 blocked.append(job)
         if blocked:
@@ -231,9 +256,18 @@ class HFBackend:
         self._sample(batch, logits)
 
     def _sample(self, batch: Batch, logits: torch.Tensor) -> None:
-        picked = [_pick(logits[i], r.job, r.gen) for i, r in enumerate(batch.rows)]
+        picked = []
+        for i, r in enumerate(batch.rows):
+            if r.grammar is not None:
+                r.grammar.fill(logits[i])  # forbidden tokens → -inf before temperature, top-k and top-p
+            picked.append(_pick(logits[i], r.job, r.gen))
         batch.next_ids = torch.tensor(picked, dtype=torch.long, device=self.device)[:, None]
         for r, t in zip(batch.rows, picked, strict=True):
+            if r.grammar is not None and not r.grammar.accept(t):  # only if the mask failed: end this row, not all
+                r.finish = "error"
+                self.stats["rows_failed"] += 1
+                r.job.emit(("error", f"token {t} broke the response_format grammar"))
+                continue
             self._emit(r, t)
 
     def _emit(self, row: Row, token: int) -> None:
@@ -242,9 +276,11 @@ class HFBackend:
         row.n_generated += 1
         self.stats["tokens_generated"] += 1
         if token in self.stop_ids:
-            row.finish = "stop"
+            row.finish = "stop"  # with a grammar: only allowed once the JSON is complete
         else:
             row.tokens.append(token)
+            if row.grammar is not None and row.grammar.done:  # a grammar given other stop tokens than ours
+                row.finish = "stop"
         text = self.tok.backend_tokenizer.decode(row.tokens, skip_special_tokens=True)
         hits = [i for i in (text.find(s) for s in job.stop) if i >= 0]
         if hits:

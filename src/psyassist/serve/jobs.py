@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from psyassist.errors import PsyassistError
 
@@ -40,6 +41,9 @@ class Job:
     adapter: str | None = None  # None = the base model
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    # response_format as the backend's `constraint(schema)` made it: HF a grammar.JsonConstraint,
+    # vLLM a StructuredOutputsParams; None = free text.
+    constraint: Any = None
     loop: asyncio.AbstractEventLoop | None = None
     queue: asyncio.Queue | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)

@@ -7,8 +7,12 @@ and paged attention; each adapter in --adapter-dir becomes a `LoRARequest(name, 
 (`enable_lora`, `max_loras` = --max-adapters: vLLM keeps that many on the GPU and swaps
 least-recently-used ones itself; `max_num_seqs` = --max-batch).  Prompts are rendered and
 tokenized here by the SAME ChatRenderer as training and sent as token ids, so vLLM never
-applies a chat template of its own.  Not measured yet: the gpu-marked test in
-tests/test_serve_vllm.py has not run on a GPU machine in this project.
+applies a chat template of its own.  response_format becomes vLLM's structured outputs
+(`SamplingParams(structured_outputs=StructuredOutputsParams(grammar=…))`, vllm>=0.10.2) with
+the EBNF grammar that infer/grammar.py makes for the HF backend (compact JSON, xgrammar's
+length-bounded strings fixed), so both backends allow the same replies and a schema xgrammar
+cannot convert is a 400 before vLLM sees it.  Not measured yet: the gpu-marked
+test in tests/test_serve_vllm.py has not run on a GPU machine in this project.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from psyassist.serve.adapters import check_adapter_dir, discover
 from psyassist.serve.jobs import Job, QueueFull
 
 MAX_LORA_RANK = 64  # vLLM preallocates LoRA buffers for this rank; psyassist recipes use r ≤ 64
+STRUCTURED_OUTPUTS_SINCE = "0.10.2"  # StructuredOutputsParams; the older GuidedDecodingParams is gone since 0.12
 
 
 class VLLMBackend:
@@ -66,6 +71,24 @@ class VLLMBackend:
         return {"backend": self.name, "active_rows": self.running, "max_batch": self.max_batch,
                 "max_queue": self.max_queue, **self.stats}
 
+    def constraint(self, schema: dict | None):
+        """response_format as vLLM's StructuredOutputsParams (None = any JSON object); PsyassistError if unusable.
+
+        The route calls it in a thread: converting a big schema may take a while."""
+        import vllm
+        from packaging.version import Version
+
+        from psyassist.infer.grammar import json_grammar
+
+        if Version(vllm.__version__) < Version(STRUCTURED_OUTPUTS_SINCE):
+            raise PsyassistError(f"response_format needs vllm>={STRUCTURED_OUTPUTS_SINCE} on --backend vllm; this server "
+                                 f"runs vllm {vllm.__version__} (pip install -U 'vllm>={STRUCTURED_OUTPUTS_SINCE}')")
+        from vllm.sampling_params import StructuredOutputsParams
+
+        # The grammar, not json=schema: vLLM's xgrammar would let control characters into length-bounded
+        # strings (see infer/grammar.py), and its json_object=True also allows arrays and any whitespace.
+        return StructuredOutputsParams(grammar=json_grammar(schema))
+
     def submit(self, job: Job) -> None:
         if self.running >= self.max_batch + self.max_queue:  # vLLM queues internally; bound it the same way
             raise QueueFull(self.running - self.max_batch, 1)
@@ -78,9 +101,10 @@ class VLLMBackend:
         from vllm.inputs import TokensPrompt
         from vllm.lora.request import LoRARequest
 
+        structured = {} if job.constraint is None else {"structured_outputs": job.constraint}  # vllm<0.10.2 lacks it
         params = SamplingParams(temperature=job.temperature, top_p=job.top_p, top_k=job.top_k or -1,
                                 max_tokens=job.max_tokens, seed=job.seed, stop=job.stop or None,
-                                stop_token_ids=self.stop_ids, skip_special_tokens=True)
+                                stop_token_ids=self.stop_ids, skip_special_tokens=True, **structured)
         lora = None
         if job.adapter is not None:
             lid = self.lora_ids.setdefault(job.adapter, len(self.lora_ids) + 1)

@@ -924,6 +924,11 @@ def serve_cmd(
         safety_log=safety_log, privacy=privacy, dtype=dtype, device=device))
 
 
+from psyassist.cli.assistant import app_app  # noqa: E402 — the command group lives in its own file
+
+app.add_typer(app_app, name="app")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: user errors print one message and exit 2, no traceback."""
     try:

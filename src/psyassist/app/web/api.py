@@ -1,0 +1,256 @@
+"""The JSON API (/api/v1): the same Workspace calls as the pages, for scripts and integrations.
+
+    curl -c jar -H 'content-type: application/json' -d '{"username":"c7","password":"..."}' localhost:8765/api/v1/login
+    curl -b jar -H "X-CSRF-Token: TOKEN" -H 'content-type: application/json' -d '{"name":"S.L."}' localhost:8765/api/v1/clients
+
+Authentication is the session cookie (from /api/v1/login or the web login); every state-changing
+call needs the session's CSRF token in `X-CSRF-Token` (the login answer carries it).  Errors are
+{"error": message} with 400 (bad value), 401, 403 (CSRF), 404 (not yours or not there), 409
+(conflict: signed note, stale revision, draft still generating), 422 (body does not fit the
+schema), 429 (login rate limit).  The OpenAPI schema is /api/openapi.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from psyassist.app import accounts
+from psyassist.app.accounts import AuthError, RateLimited
+from psyassist.app.notes.draft import find_item
+from psyassist.app.notes.templates import BASIC_KEYS
+from psyassist.app.records import Invalid, NotFound
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginBody(_Body):
+    username: str = Field(max_length=200)
+    password: str = Field(max_length=1000)
+
+
+class BasicInfo(_Body):
+    demographics: str = Field("", max_length=4000)
+    development: str = Field("", max_length=4000)
+    mental_state: str = Field("", max_length=4000)
+    physical: str = Field("", max_length=4000)
+    social: str = Field("", max_length=4000)
+
+
+class ClientBody(_Body):
+    name: str = Field(min_length=1, max_length=200)
+    tags: list[str] = Field(default_factory=list, max_length=20)
+    basic_info: BasicInfo | None = None
+
+
+class ClientPatch(_Body):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    tags: list[str] | None = Field(None, max_length=20)
+    archived: bool | None = None
+
+
+class DraftBody(_Body):
+    input: str = Field("", max_length=20_000)
+    template: str = Field("seed004", max_length=64)
+    session_date: date | None = None
+    generate: bool = True
+
+
+class ItemPatch(_Body):
+    text: str | None = Field(None, max_length=20_000)
+    comment: str | None = Field(None, max_length=2000)
+    deleted: bool | None = None
+    revision: int | None = None
+
+
+class SaveBody(_Body):
+    revision: int | None = None
+
+
+class AddendumBody(_Body):
+    text: str = Field(min_length=1, max_length=20_000)
+
+
+def _client(v) -> dict:
+    return {"id": v.id, "name": v.name, "tags": v.tags, "archived": v.archived, "notes": v.notes,
+            "last_session": v.last_session, "created_at": v.created_at, "updated_at": v.updated_at, "error": v.error}
+
+
+def _note(n) -> dict:
+    return {"id": n.id, "client_id": n.client_id, "template": n.template, "session_date": n.session_date,
+            "status": n.status, "version": n.version, "sections": n.sections, "signed_at": n.signed_at,
+            "signed_by": n.signed_by, "addenda": [{k: a[k] for k in ("id", "text", "at", "by", "error")}
+                                                  for a in n.addenda], "error": n.error}
+
+
+def _draft(d) -> dict:
+    return {"id": d.id, "client_id": d.client_id, "template": d.template, "session_date": d.session_date,
+            "status": d.status, "input": d.input, "content": d.content, "provenance": d.provenance,
+            "error": d.error, "note_id": d.note_id, "revision": d.revision, "unreadable": d.unreadable}
+
+
+def add_api(app: FastAPI, st, *, workspace, screen, set_session_cookie) -> None:
+    cfg = st.cfg
+    run = asyncio.to_thread
+
+    @app.post("/api/v1/login", tags=["auth"])
+    async def api_login(body: LoginBody, request: Request):
+        ip = request.client.host if request.client else "?"
+        try:
+            user = await run(accounts.authenticate, st.db, body.username, body.password, ip,
+                             max_failures=cfg.login_max_failures, window_minutes=cfg.login_window_minutes)
+        except RateLimited as e:
+            return JSONResponse({"error": str(e)}, status_code=429, headers={"Retry-After": str(e.retry_after)})
+        except AuthError:
+            return JSONResponse({"error": "wrong username or password"}, status_code=401)
+        token, csrf = await run(accounts.start_session, st.db, user, cfg.session_hours)
+        r = JSONResponse({"csrf_token": csrf, "username": user.username, "role": user.role})
+        set_session_cookie(r, token)
+        st.audit.access(who=user.username, action="login", client=None, target="api")
+        return r
+
+    @app.get("/api/v1/me", tags=["auth"])
+    def api_me(request: Request):
+        ws, c = workspace(request)
+        a = c.actor
+        return {"id": a.id, "username": a.username, "role": a.role, "locale": a.locale, "note_template": a.note_template}
+
+    @app.get("/api/v1/templates", tags=["notes"])
+    def api_templates(request: Request):
+        workspace(request)
+        return [{"name": t.name, "label": t.label, "sections": [
+            {"key": s.key, "label": s.label, "kind": s.kind, "min_items": s.min_items, "max_items": s.max_items,
+             "max_chars": s.max_chars} for s in t.sections]} for t in st.templates.values()]
+
+    @app.get("/api/v1/clients", tags=["clients"])
+    def api_clients(request: Request, q: str = "", archived: bool = False):
+        ws, _ = workspace(request)
+        return [_client(v) for v in ws.list_clients(q[:200], archived=archived)]
+
+    @app.post("/api/v1/clients", status_code=201, tags=["clients"])
+    async def api_client_create(body: ClientBody, request: Request):
+        ws, _ = workspace(request)
+        cid = await run(ws.create_client, body.name, body.tags, body.basic_info.model_dump() if body.basic_info else None)
+        return _client(await run(ws.client, cid))
+
+    @app.get("/api/v1/clients/{cid}", tags=["clients"])
+    def api_client(cid: str, request: Request):
+        ws, _ = workspace(request)
+        return _client(ws.client(cid))
+
+    @app.patch("/api/v1/clients/{cid}", tags=["clients"])
+    async def api_client_patch(cid: str, body: ClientPatch, request: Request):
+        ws, _ = workspace(request)
+        if body.name is not None or body.tags is not None:
+            await run(lambda: ws.update_client(cid, name=body.name, tags=body.tags))
+        if body.archived is not None:
+            await run(ws.set_archived, cid, body.archived)
+        return _client(await run(ws.client, cid))
+
+    @app.delete("/api/v1/clients/{cid}", status_code=204, tags=["clients"])
+    async def api_client_delete(cid: str, request: Request):
+        ws, _ = workspace(request)
+        await run(ws.delete_client, cid)
+
+    @app.get("/api/v1/clients/{cid}/basic-info", tags=["clients"])
+    def api_basic(cid: str, request: Request):
+        ws, _ = workspace(request)
+        v = ws.basic_info(cid)
+        return {"version": v.version, "data": v.data, "created_at": v.created_at, "created_by": v.created_by,
+                "source": v.source, "error": v.error}
+
+    @app.put("/api/v1/clients/{cid}/basic-info", tags=["clients"])
+    async def api_basic_put(cid: str, body: BasicInfo, request: Request):
+        ws, _ = workspace(request)
+        data = body.model_dump()
+        version = await run(ws.update_basic_info, cid, data)
+        for k in BASIC_KEYS:
+            await run(screen, data[k], cid, "note", f"text:basic:{k}")
+        return {"version": version}
+
+    @app.get("/api/v1/clients/{cid}/notes", tags=["notes"])
+    def api_notes(cid: str, request: Request):
+        ws, _ = workspace(request)
+        return [_note(n) for n in ws.notes(cid)]
+
+    @app.get("/api/v1/notes/{nid}", tags=["notes"])
+    def api_note(nid: str, request: Request):
+        ws, _ = workspace(request)
+        return _note(ws.note(nid))
+
+    @app.get("/api/v1/notes/{nid}/versions", tags=["notes"])
+    def api_note_versions(nid: str, request: Request):
+        ws, _ = workspace(request)
+        return ws.note_versions(nid)
+
+    @app.post("/api/v1/notes/{nid}/sign", tags=["notes"])
+    async def api_sign(nid: str, request: Request):
+        ws, _ = workspace(request)
+        await run(ws.sign_note, nid)
+        return _note(await run(ws.note, nid))
+
+    @app.post("/api/v1/notes/{nid}/addenda", status_code=201, tags=["notes"])
+    async def api_addendum(nid: str, body: AddendumBody, request: Request):
+        ws, _ = workspace(request)
+        rid = await run(ws.add_addendum, nid, body.text)
+        note = await run(ws.note, nid)
+        await run(screen, body.text, note.client_id, "note", f"text:addendum:{rid}")
+        return {"id": rid}
+
+    @app.post("/api/v1/clients/{cid}/drafts", status_code=201, tags=["drafts"])
+    async def api_draft_create(cid: str, body: DraftBody, request: Request):
+        ws, _ = workspace(request)
+        if body.template not in st.templates:
+            raise Invalid(f"unknown template {body.template!r}; GET /api/v1/templates lists them")
+        if body.generate and not body.input.strip():
+            raise Invalid("generate=true needs an input to draft from")
+        generate = body.generate and st.runner is not None
+        did = await run(ws.create_draft, cid, body.input, st.templates[body.template],
+                        body.session_date or date.today(), generate=generate)
+        await run(screen, body.input, cid, "note", f"draft:{did}")
+        if generate:
+            st.runner.start_draft(ws, did)
+        return _draft(await run(ws.draft, did))
+
+    @app.get("/api/v1/drafts/{did}", tags=["drafts"])
+    def api_draft(did: str, request: Request):
+        ws, _ = workspace(request)
+        return _draft(ws.draft(did))
+
+    @app.patch("/api/v1/drafts/{did}/items/{iid}", tags=["drafts"])
+    async def api_item(did: str, iid: str, body: ItemPatch, request: Request):
+        ws, c = workspace(request)
+
+        def change(content):
+            f = find_item(content, iid)
+            if f is None:
+                raise NotFound("no such item in this draft")
+            item = f[2]
+            if body.text is not None and body.text.strip() != item["text"]:
+                item["text"] = body.text.strip()
+                if item["origin"] in ("model", "regenerated"):
+                    item["origin"] = "edited"
+            if body.comment:
+                item["comments"].append({"by": c.actor.username, "at": date.today().isoformat(),
+                                         "text": body.comment.strip()})
+            if body.deleted is not None:
+                item["deleted"] = body.deleted
+        _, rev = await run(ws.edit_draft, did, change, revision=body.revision)
+        d = await run(ws.draft, did, audit=False)
+        for text in (body.text, body.comment):
+            if text:
+                await run(screen, text, d.client_id, "note", f"text:item:{iid}")
+        return _draft(d)
+
+    @app.post("/api/v1/drafts/{did}/save", tags=["drafts"])
+    async def api_draft_save(did: str, body: SaveBody, request: Request):
+        ws, _ = workspace(request)
+        d = await run(ws.draft, did, audit=False)
+        nid = await run(ws.save_draft, did, st.template(d.template), revision=body.revision)
+        return _note(await run(ws.note, nid))
