@@ -30,7 +30,7 @@ test: $(STAMP) tokenizer
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m 'not gpu and not slow'
 
-# Every CPU benchmark, one after another (about 40 minutes on 2 quiet cores); each appends a row to
+# Every CPU benchmark, one after another (about 50 minutes on 2 quiet cores); each appends a row to
 # benchmarks/RESULTS.md.  Real data from ../shared/data unless PSYASSIST_TEST_DATA says otherwise.
 # benchmarks/train_gpu.py needs a GPU and is not run here.
 bench: $(STAMP) tokenizer
@@ -39,6 +39,9 @@ bench: $(STAMP) tokenizer
 	$(BIN)/python benchmarks/mcq_scoring.py
 	$(BIN)/python benchmarks/mcq_agreement.py
 	$(BIN)/python benchmarks/serve_concurrency.py --threads 2
+	$(BIN)/python benchmarks/app_crud.py
+	$(BIN)/python benchmarks/app_crypto.py
+	$(BIN)/python benchmarks/app_draft.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts

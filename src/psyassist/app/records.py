@@ -11,7 +11,9 @@ Rules this module enforces, whatever route calls it:
   its table, row and field.  A value that fails its check (tampered, swapped) makes that one
   record show an error; the rest of the client's record stays readable.
 - A signed note never changes: saving into it is refused; a dated addendum is the only addition.
-- Every access is an audit entry (who, action, client, record id; never text).
+- Every access is an audit entry (who, action, client, record id; never text).  A write's entry is
+  appended inside its transaction, before the commit: a crash can leave an entry for a write that
+  never committed, never a committed write without its entry.
 """
 
 from __future__ import annotations
@@ -233,7 +235,7 @@ class Workspace:
                          archived=False))
             s.flush()
             self._add_basic_info(s, key, cid, self._basic(basic_info or {}), "manual", None)
-        self._audit("client.create", cid)
+            self._audit("client.create", cid)
         return cid
 
     def client(self, cid: str) -> ClientView:
@@ -254,14 +256,14 @@ class Workspace:
             if tags is not None:
                 c.tags_ct = key.seal(json.dumps(clean_tags(tags), ensure_ascii=False), "clients", cid, "tags")
             c.updated_at = utcnow()
-        self._audit("client.update", cid)
+            self._audit("client.update", cid)
 
     def set_archived(self, cid: str, archived: bool) -> None:
         with self.st.db.write() as s:
             c = self._client_row(s, cid)
             c.archived = bool(archived)
             c.updated_at = utcnow()
-        self._audit("client.archive" if archived else "client.unarchive", cid)
+            self._audit("client.archive" if archived else "client.unarchive", cid)
 
     def delete_client(self, cid: str) -> None:
         """Irrecoverable: the client's data key goes first (same transaction), then every row."""
@@ -279,9 +281,9 @@ class Workspace:
             s.execute(delete(ChatMessage).where(ChatMessage.chat_id.in_(chat_ids)))
             s.execute(delete(Chat).where(Chat.client_id == cid))
             s.execute(delete(Client).where(Client.id == cid))
+            self._audit("client.delete", cid)
         self.st.vault.forget(f"client:{cid}")
         self.st.after_client_deleted(cid)
-        self._audit("client.delete", cid)
 
     # --- basic information -----------------------------------------------------------------------
 
@@ -336,7 +338,7 @@ class Workspace:
             c = self._client_row(s, cid)
             v = self._add_basic_info(s, self._key(s, cid), cid, self._basic(data), source, draft_id)
             c.updated_at = utcnow()
-        self._audit("basic_info.update", cid, f"v{v}")
+            self._audit("basic_info.update", cid, f"v{v}")
         return v
 
     def _key_or_none(self, s, cid: str) -> DataKey | None:
@@ -409,7 +411,7 @@ class Workspace:
                 raise Conflict("this note is already signed")
             n.status, n.signed_at, n.signed_by, n.updated_at = "signed", utcnow(), self.actor.id, utcnow()
             cid = n.client_id
-        self._audit("note.sign", cid, nid)
+            self._audit("note.sign", cid, nid)
 
     def add_addendum(self, nid: str, text: str) -> str:
         text = _check_text(text, "the addendum").strip()
@@ -423,7 +425,7 @@ class Workspace:
             s.add(Addendum(id=rid, note_id=nid, created_by=self.actor.id,
                            text_ct=self._key(s, n.client_id).seal(text, "addenda", rid, "text")))
             cid = n.client_id
-        self._audit("note.addendum", cid, nid)
+            self._audit("note.addendum", cid, nid)
         return rid
 
     def past_notes(self, cid: str, templates: dict[str, Template], *, exclude: str | None = None) -> list[PastNote]:
@@ -453,7 +455,7 @@ class Workspace:
                         input_ct=key.seal(text, "drafts", did, "input"), note_id=note_id, provenance="{}",
                         content_ct=key.seal(json.dumps(body, ensure_ascii=False), "drafts", did, "content"),
                         revision=0))
-        self._audit("draft.create", cid, did)
+            self._audit("draft.create", cid, did)
         return did
 
     def _draft_row(self, s, did: str) -> Draft:
@@ -509,7 +511,7 @@ class Workspace:
             d.revision += 1
             d.updated_at = utcnow()
             cid, rev = d.client_id, d.revision
-        self._audit(action, cid, did)
+            self._audit(action, cid, did)
         return result, rev
 
     def finish_draft(self, did: str, *, content: dict | None, model_output: str | None, provenance: dict,
@@ -526,7 +528,7 @@ class Workspace:
             d.status, d.error, d.updated_at = status, error, utcnow()
             d.revision += 1
             cid = d.client_id
-        self._audit("draft.generated", cid, did)
+            self._audit("draft.generated", cid, did)
 
     def save_draft(self, did: str, template: Template, *, revision: int | None = None) -> str:
         """Write the draft into the notes: a new note (first save) or a new version of its note.
@@ -578,7 +580,7 @@ class Workspace:
             d.revision += 1
             s.get(Client, d.client_id).updated_at = utcnow()
             nid, cid = n.id, d.client_id
-        self._audit("note.save", cid, nid)
+            self._audit("note.save", cid, nid)
         return nid
 
     def draft_for_note(self, nid: str, templates: dict[str, Template]) -> str:
@@ -634,7 +636,7 @@ class Workspace:
             key = self._chat_key(s, chat, create=True)
             chat.title_ct = key.seal(_check_text(title, "the title", 200), "chats", cid, "title")
             s.add(chat)
-        self._audit("chat.create", client_id, cid)
+            self._audit("chat.create", client_id, cid)
         return cid
 
     def chats(self, client_id: str | None = None) -> list[dict]:
@@ -686,7 +688,7 @@ class Workspace:
             if seq == 1 and role == "user":
                 c.title_ct = key.seal(text.strip().splitlines()[0][:80] if text.strip() else "", "chats", c.id, "title")
             cid = c.client_id
-        self._audit("chat.write", cid, chat_id)
+            self._audit("chat.write", cid, chat_id)
         return mid
 
     def finish_message(self, chat_id: str, mid: str, text: str, status: str, provenance: dict) -> None:
@@ -698,7 +700,7 @@ class Workspace:
             m.content_ct = self._chat_key(s, c).seal(text, "chat_messages", mid, "content")
             m.status, m.provenance = status, json.dumps(provenance, ensure_ascii=False)
             cid = c.client_id
-        self._audit("chat.reply", cid, chat_id)
+            self._audit("chat.reply", cid, chat_id)
 
     def chat_client(self, chat_id: str) -> str | None:
         with self.st.db.read() as s:

@@ -157,10 +157,12 @@ class Runner:
                     pre = parse_prefix("".join(text_parts))
                     if pre.value is not None:
                         content, _ = content_from_model(t, pre.value)
-                        n = _items(content) - (1 if pre.open_string else 0)
+                        shown = _items(content)
+                        n = shown - (1 if pre.open_string else 0)  # complete items: the last string may be half done
                         if n > 0 and first_item is None:
                             first_item = time.perf_counter() - t0
-                        ch.publish({"type": "partial", "content": content, "open": pre.open_string, "items": n})
+                        ch.publish({"type": "partial", "content": content, "open": pre.open_string, "items": n,
+                                    "shown": shown})
                 else:
                     finish, tokens = ev[1], ev[2]
             raw = "".join(text_parts)

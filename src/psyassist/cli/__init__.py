@@ -524,6 +524,41 @@ def eval_imhi(
     print_summary(run_imhi(cfg, out), out, as_json)
 
 
+@eval_app.command("notes")
+def eval_notes(
+    model: str = typer.Option("default", "--model", "-m", help="Model directory, .gguf, hub id or 'default'."),
+    adapter: str | None = typer.Option(None, "--adapter", "-a", help="LoRA adapter directory."),
+    data: str | None = typer.Option(
+        None, "--data", "-d", help="The CPsyExam folder (default: $PSYASSIST_TEST_DATA/CPsyExam or the fetch cache)."),
+    template: str = typer.Option("seed004", "--template", help="Built-in note template: seed004, soap, dap or birp."),
+    limit: int | None = typer.Option(None, "--limit", help="Only the first N cases."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Drafts decoded together (the app's max_batch)."),
+    max_new_tokens: int = typer.Option(768, "--max-new-tokens", help="Draft length cap (the app's draft_max_tokens)."),
+    seed: int = typer.Option(0, "--seed", help="Case k is sampled with seed SEED + k."),
+    embed_model: str = typer.Option(
+        "default", "--embed-model", help="Local sentence-transformers dir, 'default' (English MiniLM) or 'none'."),
+    judge_endpoint: str | None = typer.Option(None, "--judge-endpoint", help="OpenAI-compatible judge server."),
+    judge_model: str | None = typer.Option(None, "--judge-model", help="The judge model's name on that server."),
+    judge_api_key_env: str | None = typer.Option(None, "--judge-api-key-env", help="Variable holding the judge key."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, bf16, fp16 or fp32."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Results JSON (default results/notes-TEMPLATE.json)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON line."),
+) -> None:
+    """Session notes: the app drafts its note for CPsyExam cases; parse rate, ROUGE, cosine, judge vs the key.
+
+    psyassist eval notes --model default --limit 20
+    psyassist eval notes --model Qwen/Qwen3-1.7B --adapter runs/psy/adapter --data path/to/CPsyExam
+    """
+    from psyassist.eval.notes import NotesConfig, print_summary, run_notes
+
+    cfg = NotesConfig(model=model, adapter=adapter, data=data, template=template, limit=limit, batch_size=batch_size,
+                      max_new_tokens=max_new_tokens, seed=seed, embed_model=embed_model, judge_endpoint=judge_endpoint,
+                      judge_model=judge_model, judge_api_key_env=judge_api_key_env, dtype=dtype, device=device)
+    out = out or Path("results") / f"notes-{template}.json"
+    print_summary(run_notes(cfg, out), out, as_json)
+
+
 @eval_app.command("safety")
 def eval_safety(
     model: str = typer.Option("default", "--model", "-m", help="Model directory, .gguf, hub id or 'default'."),

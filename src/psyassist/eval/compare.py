@@ -16,13 +16,17 @@ Suite YAML (paths relative to the suite file; 'sample' = the packaged sample MCQ
       - {type: gen, data: sample, turns: last, limit: 8, metrics: [bleu, rouge, distinct, length]}
       - {type: replies, prompts: ["这段时间我不开心"]}
 
-An `imhi` stage (`eval imhi`: label F1 + explanation metrics, McNemar on label correctness) loads
-its own copy of the model: eval.imhi takes no loaded model yet.
+An `imhi` stage runs `eval imhi` (label F1 + explanation metrics, McNemar on label correctness); a
+`notes` stage runs `eval notes` (the app drafts a session note for each CPsyExam case: parse rate,
+items per section, ROUGE and cosine against the key, the judge if configured, paired differences per
+case, and two drafts side by side):
+
+      - {type: notes, limit: 20, max_new_tokens: 768}   # data: the CPsyExam folder (default: as eval notes)
 
 Outputs in OUT (default results/compare-SUITE): report.md, a self-contained report.html
 (charts embedded as data URIs, no external asset), the charts as PNG files, compare.json (every
 number the report shows) and each side's raw stage results under OUT/base and OUT/tuned
-(mcq: `eval mcq`'s results JSON; gen: `eval gen`'s directory; replies: a JSON of the replies).
+(mcq and notes: the stage's results JSON; gen: `eval gen`'s directory; replies: a JSON of the replies).
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ import yaml
 
 from psyassist.data.io import write_json_atomic
 from psyassist.errors import PsyassistError
+from psyassist.eval.notes import PARTS as PARTS_SCORED
+from psyassist.eval.notes import TEMPLATE_PARTS
 from psyassist.ui import console, warn
 
 KIND = "psyassist.compare"
@@ -178,8 +184,11 @@ STAGE_KEYS = {
     "replies": {"prompts": (lambda v: isinstance(v, list) and bool(v) and all(_str(x) for x in v),
                             "a non-empty list of prompt strings"),
                 "system": _STR, "max_new_tokens": _POS, "thinking": _BOOL},
+    "notes": {"data": _STR, "template": (lambda v: v in TEMPLATE_PARTS, f"one of {', '.join(TEMPLATE_PARTS)}"),
+              "limit": _POS, "max_new_tokens": _POS, "batch_size": _POS, "embed_model": _STR, "judge_endpoint": _STR,
+              "judge_model": _STR, "judge_api_key_env": _STR},
 }
-REQUIRED = {"mcq": ("bench",), "gen": ("data",), "imhi": (), "replies": ("prompts",)}
+REQUIRED = {"mcq": ("bench",), "gen": ("data",), "imhi": (), "replies": ("prompts",), "notes": ()}
 SUITE_KEYS = {"name": _STR, "description": _STR, "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool),
                                                           "an integer"),
               "stages": (lambda v: isinstance(v, list) and bool(v), "a non-empty list of stages")}
@@ -267,10 +276,12 @@ def load_suite(path: str | Path) -> Suite:
         for k in ("bench", "dev", "data"):
             if k in opts:
                 opts[k] = _resolve_paths(opts[k], p.parent, t, f"{where}: '{k}'")
-        if t == "imhi":  # one folder (MentalLLaMA's test_data); absent: $PSYASSIST_TEST_DATA or the fetch cache
+        if t in ("imhi", "notes"):  # one folder; absent: $PSYASSIST_TEST_DATA or the fetch cache
             opts["data"] = opts["data"][0] if "data" in opts else None
             if isinstance(opts.get("datasets"), list):
                 opts["datasets"] = ",".join(opts["datasets"])
+        if t == "notes" and ("judge_endpoint" in opts) != ("judge_model" in opts):
+            raise PsyassistError(f"{where}: judge_endpoint and judge_model go together")
         if t == "gen" and "bertscore" in opts.get("metrics", []) and "bertscore_model" not in opts:
             raise PsyassistError(f"{where}: metric 'bertscore' needs bertscore_model: a local model directory")
         stages.append(Stage(i, t, name, opts))
@@ -400,7 +411,19 @@ def _run_imhi(stage: Stage, loaded, spec: ModelSpec, out: Path, seed: int, cfg: 
                                 for p in map(json.loads, lines)]}
 
 
-RUNNERS = {"mcq": _run_mcq, "gen": _run_gen, "imhi": _run_imhi, "replies": _run_replies}
+def _run_notes(stage: Stage, loaded, spec: ModelSpec, out: Path, seed: int, cfg: CompareConfig) -> dict:
+    from psyassist.eval.notes import NotesConfig, run_notes
+
+    o = stage.opts
+    ncfg = NotesConfig(model=spec.model, adapter=spec.adapter, data=o["data"], template=o.get("template", "seed004"),
+                       limit=_cap(o.get("limit"), cfg.limit), batch_size=o.get("batch_size", 4),
+                       max_new_tokens=o.get("max_new_tokens", 768), seed=seed, embed_model=o.get("embed_model", "default"),
+                       judge_endpoint=o.get("judge_endpoint"), judge_model=o.get("judge_model"),
+                       judge_api_key_env=o.get("judge_api_key_env"), dtype=cfg.dtype, device=cfg.device)
+    return run_notes(ncfg, out / f"{stage.name}.json", loaded=loaded)
+
+
+RUNNERS = {"mcq": _run_mcq, "gen": _run_gen, "imhi": _run_imhi, "replies": _run_replies, "notes": _run_notes}
 
 
 def machine() -> dict:
@@ -470,7 +493,7 @@ def combine(stage: Stage, base: dict, tuned: dict) -> dict:
     head = {"name": stage.name, "type": stage.type, "index": stage.index,
             "seconds": {"base": base.get("_seconds"), "tuned": tuned.get("_seconds")}}
     return {**head, **{"mcq": combine_mcq, "gen": combine_gen, "imhi": combine_imhi,
-                       "replies": combine_replies}[stage.type](base, tuned)}
+                       "replies": combine_replies, "notes": combine_notes}[stage.type](base, tuned)}
 
 
 def combine_mcq(a: dict, b: dict) -> dict:
@@ -592,6 +615,89 @@ def combine_imhi(a: dict, b: dict) -> dict:
     return {"split": a["data"]["split"], "dir": relpath(a["data"]["dir"]), "files": files, "rows": rows,
             "parse_rule": a["parse_rule"], "scale": a["scale"], "sampling": a["generation"].get("sampling"),
             "commands": {"base": a["command"], "tuned": b["command"]}}
+
+
+NOTES_EXAMPLES = 2  # drafts shown side by side in the report
+NOTES_CASE_CHARS = 400  # a case or reference longer than this is cut in the report (results JSON has it whole)
+
+
+def _notes_rows(res: dict) -> list[dict]:
+    """{metric, how, value, ci95, per: {id: value} or None} of one `eval notes` result (percent, cosine, counts)."""
+    d, s, items = res["drafts"], res["summary"], res["items"]
+    rows = [{"metric": "parse rate (%)", "how": "drafts that gave a JSON object (must be 100)",
+             "value": None if d["parse_rate"] is None else 100 * d["parse_rate"], "ci95": None, "per": None},
+            {"metric": "repaired drafts", "how": "parsed, but cut off or a section missing", "value": d["repaired"],
+             "ci95": None, "per": None},
+            {"metric": "cut at max tokens", "how": "finish = length", "value": d["finish"].get("length", 0),
+             "ci95": None, "per": None}]
+    for key, v in d["items_per_section"].items():
+        rows.append({"metric": f"items: {key}", "how": "mean per draft", "value": v["mean"], "ci95": None,
+                     "per": {it["id"]: len(it["sections"][key]) for it in items}})
+    word = "word" if "word" in s["tokenization"] else next(iter(s["tokenization"]))
+    want = [("full", "rouge1", word, ""), ("full", "rouge2", word, ""), ("full", "rougeL", word, ""),
+            ("full", "rougeL", "char", ""), ("full", "rouge1", word, "_recall")]
+    want += [(p, k, word, r) for p in ("analysis", "advice") for k, r in (("rougeL", ""), ("rouge1", "_recall"))]
+    for part, k, level, rec in want:
+        got = s[part].get(level, {}).get(k + rec) if s[part]["n"] else None
+        if got is None:
+            continue
+        name = f"{k.replace('rouge', 'ROUGE-')} {'recall' if rec else 'F1'} · {part} ({level})"
+        rows.append({"metric": name, "how": f"mean per draft, tokens {s['tokenization'][level]}", "value": got["mean"],
+                     "ci95": got["ci95"], "per": {it["id"]: 100 * it["scores"][f"{part}_{k}_{level}{rec}"]
+                                                  for it in items if f"{part}_{k}_{level}{rec}" in it["scores"]}})
+    for part in PARTS_SCORED:
+        c = s[part].get("embedding_cosine")
+        if c and c["mean"] is not None:
+            rows.append({"metric": f"embedding cosine · {part}", "how": Path(s["embedding_model"]).parent.name,
+                         "value": c["mean"], "ci95": c["ci95"],
+                         "per": {it["id"]: it["scores"][f"{part}_cosine"] for it in items
+                                 if f"{part}_cosine" in it["scores"]}})
+    for dim, v in ((res.get("judge") or {}).get("summary", {}).get("dimensions") or {}).items():
+        rows.append({"metric": f"judge: {dim}", "how": "1-5, mean over scored drafts", "value": v["mean"],
+                     "ci95": v["ci95"], "per": {it["id"]: it["judge"][dim] for it in items if it.get("judge")}})
+    return rows
+
+
+def combine_notes(a: dict, b: dict) -> dict:
+    """Both sides' note metrics, the paired mean difference per case where a metric is per draft, and examples."""
+    from psyassist.eval.metrics import mean_ci
+
+    rb = {r["metric"]: r for r in _notes_rows(b)}
+    rows = []
+    for x in _notes_rows(a):
+        y = rb.get(x["metric"])
+        if y is None:
+            continue
+        paired = None
+        if x["per"] is not None and y["per"] is not None:
+            diffs = [y["per"][i] - v for i, v in x["per"].items() if i in y["per"]]
+            p = mean_ci(diffs)
+            paired = {"n": p["n"], "mean": p["mean"], "ci95": p["ci95"]} if p["ci95"] else None
+        rows.append({"metric": x["metric"], "how": x["how"], "base": x["value"], "base_ci95": x["ci95"],
+                     "tuned": y["value"], "tuned_ci95": y["ci95"], "paired": paired,
+                     "delta": None if x["value"] is None or y["value"] is None else y["value"] - x["value"]})
+
+    def cut(text: str) -> str:
+        return text if len(text) <= NOTES_CASE_CHARS else text[:NOTES_CASE_CHARS] + "…"
+
+    tb = {it["id"]: it for it in b["items"]}
+    examples = [{"id": x["id"], "case": cut(x["case"]), "reference": cut(x["reference"]["full"]),
+                 "base": x["texts"]["full"], "tuned": tb[x["id"]]["texts"]["full"],
+                 "finish": {"base": x["finish"], "tuned": tb[x["id"]]["finish"]},
+                 "problems": {"base": x["problems"], "tuned": tb[x["id"]]["problems"]}}
+                for x in a["items"] if x["id"] in tb][:NOTES_EXAMPLES]
+    have = {r["metric"] for r in rows}
+    chart = [m for m in ("ROUGE-L F1 · full (word)", "ROUGE-1 recall · full (word)", "ROUGE-1 recall · analysis (word)",
+                         "ROUGE-1 recall · advice (word)", "embedding cosine · full") if m in have]
+    g = a["generation"]
+    return {"data": relpath(a["data"]["dir"]), "files": {relpath(f): h for f, h in a["data"]["files"].items()},
+            "n": a["drafts"]["n"], "by_source": a["data"]["used_by_source"], "lang": a["summary"]["lang"],
+            "template": a["template"]["name"], "parts": a["template"]["parts"], "sampling": g["sampling"],
+            "prompt_format": a["prompt"]["format"], "system": a["prompt"]["system"],
+            "embedding_note": a["metrics_how"]["embedding_note"], "rules": a["rules"],
+            "judge": {k: a["judge"][k] for k in ("rubric", "judge")} if a.get("judge") else None,
+            "drafts": {"base": a["drafts"], "tuned": b["drafts"]}, "commands": {"base": a["command"], "tuned": b["command"]},
+            "rows": rows, "chart": chart, "examples": examples}
 
 
 def combine_replies(a: dict, b: dict) -> dict:

@@ -107,7 +107,7 @@ def mcq_chart(stage: dict) -> bytes:
     return _png(fig)
 
 
-def gen_chart(stage: dict) -> bytes:
+def gen_chart(stage: dict, noun: str = "replies") -> bytes:
     """One small panel per metric (each on its own scale), base vs tuned, 95% CI where the metric has one."""
     require("matplotlib", "psyassist compare charts")
     from matplotlib.figure import Figure
@@ -125,8 +125,8 @@ def gen_chart(stage: dict) -> bytes:
         ax.set_xticks([0, 1], ["base", "tuned"], fontsize=8)
         ax.set_title(name + (" *" if name.startswith("length") else ""), fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
-    fig.suptitle(f"{stage['name']}: {stage['n']} replies ({stage['lang']}); * a length measure, not quality",
-                 fontsize=9)
+    length = "; * a length measure, not quality" if any(n.startswith("length") for n in names) else ""
+    fig.suptitle(f"{stage['name']}: {stage['n']} {noun} ({stage['lang']}){length}", fontsize=9)
     return _png(fig)
 
 
@@ -151,7 +151,7 @@ def imhi_chart(stage: dict) -> bytes:
 
 
 def charts(report: dict) -> dict[str, bytes]:
-    """{file name: PNG bytes}: one chart per mcq and gen stage."""
+    """{file name: PNG bytes}: one chart per mcq, gen, imhi and notes stage."""
     out = {}
     for s in report["stages"]:
         if s["type"] == "mcq" and s["rows"]:
@@ -160,6 +160,8 @@ def charts(report: dict) -> dict[str, bytes]:
             out[f"{s['name']}.png"] = gen_chart(s)
         elif s["type"] == "imhi" and s["rows"]:
             out[f"{s['name']}.png"] = imhi_chart(s)
+        elif s["type"] == "notes" and s["chart"]:
+            out[f"{s['name']}.png"] = gen_chart(s, "notes")
     return out
 
 
@@ -224,7 +226,8 @@ def render_markdown(report: dict, images: dict[str, bytes]) -> str:
         L += [f"| {_md(s)} | {_md(f)} | `{sha}` |" for s, f, sha in files]
     for s in report["stages"]:
         L += ["", f"## {s['index'] + 1}. {s['type']}: {_md(s['name'])}", "", _timing(s), ""]
-        L += {"mcq": _md_mcq, "gen": _md_gen, "imhi": _md_imhi, "replies": _md_replies}[s["type"]](s, images)
+        L += {"mcq": _md_mcq, "gen": _md_gen, "imhi": _md_imhi, "replies": _md_replies,
+              "notes": _md_notes}[s["type"]](s, images)
     return "\n".join(L) + "\n"
 
 
@@ -320,6 +323,66 @@ def _md_replies(s: dict, images) -> list[str]:
     return L
 
 
+NOTES_SCALE = ("Scale: ROUGE in percent (0–100), embedding cosine in [-1, 1], judge 1–5, items and drafts are "
+               "counts. Paired Δ: mean of per-case differences tuned − base on the same cases; * its 95% interval "
+               "excludes 0.")
+NOTES_KEY = ("The key of a CA case is the list of keyed exam options (a derived reference, not prose): ROUGE recall "
+             "says how much of it a note covers; F1 is low by construction because a note is longer than its key.")
+
+
+def _count_or_num(x) -> str:
+    """Counts (repaired drafts, cut drafts) as whole numbers, other values as num(x, 3)."""
+    return str(x) if isinstance(x, int) else num(x, 3)
+
+
+def _notes_intro(s: dict) -> str:
+    samp = s["sampling"]
+    src = ", ".join(f"{v} {k}" for k, v in s["by_source"].items())
+    parts = "; ".join(f"{k} = {' + '.join(v)}" for k, v in s["parts"].items())
+    return (f"{s['n']} CPsyExam cases ({src}) from {s['data']}; template {s['template']} ({parts}; full = every "
+            f"section). The app's own draft prompt and JSON-schema constraint; sampling T={samp.get('temperature')} "
+            f"top_p={samp.get('top_p')} top_k={samp.get('top_k')}, max_tokens={samp.get('max_tokens')}, seed "
+            f"{samp.get('seed')}, thinking off.")
+
+
+def notes_checks(s: dict) -> list[str]:
+    """The parse rate (must be 100%), repairs and the caveats, as sentences."""
+    out = []
+    for side in ("base", "tuned"):
+        d = s["drafts"][side]
+        rate = "—" if d["parse_rate"] is None else f"{100 * d['parse_rate']:.0f}%"
+        bad = "" if d["parsed"] == d["n"] else " — BELOW 100%: the JSON constraint failed"
+        out.append(f"{side}: parsed {d['parsed']}/{d['n']} ({rate}){bad}; repaired {d['repaired']} "
+                   f"({', '.join(f'{k}: {v}' for k, v in d['problems'].items()) or 'none'}); finish "
+                   f"{', '.join(f'{k} {v}' for k, v in d['finish'].items())}")
+    if s["embedding_note"]:
+        out.append(f"embedding cosine: {s['embedding_note']}")
+    if s["judge"]:
+        out.append(f"judge: {s['judge']['judge']['model']} with {s['judge']['rubric']['source']}")
+    return out
+
+
+def _md_notes(s: dict, images) -> list[str]:
+    L = [_md(_notes_intro(s)), "", "| metric | base | tuned | Δ | paired Δ [95% CI] | how |",
+         "|---|---:|---:|---:|---:|---|"]
+    for r in s["rows"]:
+        L.append(f"| {_md(r['metric'])} | {_count_or_num(r['base'])} | {_count_or_num(r['tuned'])} | {delta(r)} | "
+                 f"{gen_paired(r)} | {_md(r['how'])} |")
+    L += ["", NOTES_SCALE, NOTES_KEY, ""] + [f"- {_md(x)}" for x in notes_checks(s)]
+    if f"{s['name']}.png" in images:
+        L += ["", f"![{s['name']} metrics]({s['name']}.png)"]
+    for e in s["examples"]:
+        cut = {k: " (cut at max_tokens)" if e["finish"][k] == "length" else "" for k in ("base", "tuned")}
+        L += ["", f"**Case {_md(e['id'])}**", "", "| | |", "|---|---|", f"| case | {_md(e['case'])} |",
+              f"| key | {_md(e['reference'])} |", f"| base draft | {_md(e['base'] or '(empty)')}{cut['base']} |",
+              f"| tuned draft | {_md(e['tuned'] or '(empty)')}{cut['tuned']} |"]
+    L += ["", "<details><summary>prompt and rules</summary>", "", f"Prompt: {_md(s['prompt_format'])}", "",
+          "~~~~text", s["system"] or "", "~~~~", ""]
+    L += [f"- {k}: {_md(v)}" for k, v in s["rules"].items()]
+    L += ["", "</details>", "", f"Per-side commands: `{s['commands']['base']}` / `{s['commands']['tuned']}`"]
+    return L
+
+
 # --- html -------------------------------------------------------------------------------------------------
 
 CSS = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -361,7 +424,8 @@ def render_html(report: dict, images: dict[str, bytes]) -> str:
                                               [[_e(s), _e(f), f"<code>{_e(sha)}</code>"] for s, f, sha in files]))
     for s in report["stages"]:
         P.append(f"<h2>{s['index'] + 1}. {_e(s['type'])}: {_e(s['name'])}</h2><p class=\"note\">{_e(_timing(s))}</p>")
-        P.append({"mcq": _html_mcq, "gen": _html_gen, "imhi": _html_imhi, "replies": _html_replies}[s["type"]](s, images))
+        P.append({"mcq": _html_mcq, "gen": _html_gen, "imhi": _html_imhi, "replies": _html_replies,
+                  "notes": _html_notes}[s["type"]](s, images))
     P.append("</body></html>")
     return "\n".join(P) + "\n"
 
@@ -428,6 +492,29 @@ def _html_replies(s: dict, images) -> str:
     body = "".join(f"<tr><td class=\"n\">{a}</td><td class=\"reply\">{b}</td><td class=\"reply\">{c}</td>"
                    f"<td class=\"reply\">{d}</td></tr>" for a, b, c, d in rows)
     return head + f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html_notes(s: dict, images) -> str:
+    rows = [[_e(r["metric"]), _count_or_num(r["base"]), _count_or_num(r["tuned"]), delta(r), _e(gen_paired(r)),
+             _e(r["how"])] for r in s["rows"]]
+    t = _table(["metric", "base", "tuned", "Δ", "paired Δ [95% CI]", "how"], rows, numeric={1, 2, 3, 4})
+    checks = "".join(f"<li>{_e(x)}</li>" for x in notes_checks(s))
+    ex = ""
+    for e in s["examples"]:
+        cut = {k: " <i>(cut at max_tokens)</i>" if e["finish"][k] == "length" else "" for k in ("base", "tuned")}
+        ex += (f"<h3>Case {_e(e['id'])}</h3><table><tbody>"
+               f"<tr><th>case</th><td class=\"reply\">{_e(e['case'])}</td></tr>"
+               f"<tr><th>key</th><td class=\"reply\">{_e(e['reference'])}</td></tr>"
+               f"<tr><th>base draft</th><td class=\"reply\">{_e(e['base'] or '(empty)')}{cut['base']}</td></tr>"
+               f"<tr><th>tuned draft</th><td class=\"reply\">{_e(e['tuned'] or '(empty)')}{cut['tuned']}</td></tr>"
+               "</tbody></table>")
+    rules = "".join(f"<li>{_e(k)}: {_e(v)}</li>" for k, v in s["rules"].items())
+    return (f"<p>{_e(_notes_intro(s))}</p>" + t + f"<p class=\"note\">{_e(NOTES_SCALE)} {_e(NOTES_KEY)}</p>"
+            + f"<ul>{checks}</ul>" + _img(images, f"{s['name']}.png", f"{s['name']} metrics") + ex
+            + f"<details><summary>prompt and rules</summary><p>{_e(s['prompt_format'])}</p><pre>{_e(s['system'] or '')}"
+            f"</pre><ul>{rules}</ul></details>"
+            + f"<p class=\"note\">Per-side commands: <code>{_e(s['commands']['base'])}</code> / "
+            f"<code>{_e(s['commands']['tuned'])}</code></p>")
 
 
 # --- files ------------------------------------------------------------------------------------------------

@@ -299,6 +299,7 @@ def create_app(st: AppState) -> FastAPI:
         st.audit.access(who=c.actor.username, action="logout", client=None)
         r = back("/login", "logged_out")
         r.delete_cookie(COOKIE, path="/")
+        r.set_cookie(LANG_COOKIE, c.actor.locale, samesite="strict", path="/")  # the login page keeps their language
         return r
 
     # --- settings ------------------------------------------------------------------------------------
@@ -554,6 +555,7 @@ def create_app(st: AppState) -> FastAPI:
     @app.post("/clients/{cid}/drafts")
     async def draft_create(cid: str, request: Request):
         ws, c = workspace(request)
+        await asyncio.to_thread(ws.client, cid)  # not theirs → 404 before any validation message
         form = await request.form()
         text = str(form.get("input", ""))
         mode = str(form.get("mode", "analysis"))
@@ -740,6 +742,8 @@ def create_app(st: AppState) -> FastAPI:
         error = None
         try:
             await run(ws, _revision(form))
+        except NotFound:
+            raise
         except (Conflict, Invalid) as e:
             if not request.headers.get("hx-request"):
                 raise

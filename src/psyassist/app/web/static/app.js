@@ -40,7 +40,7 @@ function watchDraft(box) {
         .replace("{whole}", ev.whole.length).replace("{summarized}", ev.summarized.length).replace("{dropped}", ev.dropped.length);
     } else if (ev.type === "partial") {
       render(ev.content);
-      count.textContent = labels.items.replace("{n}", ev.items);
+      count.textContent = labels.items.replace("{n}", ev.shown);
     } else if (ev.type === "done" || ev.type === "error" || ev.type === "gone") {
       ended = true;
       es.close();
