@@ -40,6 +40,7 @@ bench: $(STAMP) tokenizer
 	$(BIN)/python benchmarks/mcq_agreement.py
 	$(BIN)/python benchmarks/serve_concurrency.py --threads 2
 	$(BIN)/python benchmarks/app_crud.py
+	$(BIN)/python benchmarks/app_crud.py --think 0
 	$(BIN)/python benchmarks/app_crypto.py
 	$(BIN)/python benchmarks/app_draft.py
 

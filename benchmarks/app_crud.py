@@ -1,12 +1,12 @@
 """App CRUD latency: 50 simulated counselors doing client/note CRUD over HTTP for 30 s, on SQLite and PostgreSQL.
 
-    .venv/bin/python benchmarks/app_crud.py [--backends sqlite,postgresql] [--seconds 30] [--users 50]
+    .venv/bin/python benchmarks/app_crud.py [--backends sqlite,postgresql] [--seconds 30] [--users 50] [--think 1]
 
 Starts the real `psyassist app --no-model` (a subprocess, what users run; no model calls) on a
 loopback port, once per database backend, with one counselor account per simulated user (made
-before the server starts).  Each user logs in through /api/v1/login and then loops, with no
-think time (the server saturated; `--think 2` pauses a mean 2 s before each request, a counselor's
-pace), over one session write-up of the JSON API:
+before the server starts).  Each user logs in through /api/v1/login and then loops, pausing a
+mean `--think` seconds (exponential, default 1 s: ~50 requests/s from 50 users, far busier than
+counselors writing notes) before each request, over one session write-up of the JSON API:
 
     list clients · search clients (?q=) · create a client (1 in 4 loops, or when it has none) ·
     read the client · update basic information (1 in 3) · create a draft (generate=false, a
@@ -16,10 +16,10 @@ pace), over one session write-up of the JSON API:
 Every request is timed from send to the end of the body.  Any non-2xx answer is an error (none
 is expected: every user works on its own records, one request at a time).  Reported per
 backend: requests/s and latency p50/p95/p99, overall and per operation, errors, CPU seconds
-of the server and of this load generator.  Target: **p95 < 100 ms** on the 2-core machine.
-With no think time the server is saturated and the latency is queueing (Little's law: mean
-latency = users / requests per s), so that run measures capacity; `--think 2` measures the
-latency a clinic of 50 counselors would see.
+of the server and of this load generator.  Target: **p95 < 100 ms** on the 2-core machine at
+that pace.  `--think 0` sends back to back: the server is saturated and the latency is queueing
+(Little's law: mean latency = users / requests per s), so that run measures capacity (requests/s
+and server CPU per request), not the latency a counselor sees.
 The load generator (one asyncio loop, httpx) runs on the SAME 2 cores as the server, so the
 latency includes its share of the CPU: the JSON line carries both CPU times and the load average.
 
@@ -319,7 +319,7 @@ def main() -> None:
     ap.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--users", type=int, default=50)
-    ap.add_argument("--think", type=float, default=0.0,
+    ap.add_argument("--think", type=float, default=1.0,
                     help="mean pause before each request, seconds (exponential); 0: back to back, the server saturated")
     args = ap.parse_args()
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]

@@ -92,7 +92,7 @@ def test_fifty_varied_inputs_all_parse_with_the_default_model(inprocess):
     results = asyncio.run(run())
     secs = time.perf_counter() - t0
     parsed, cut, items = 0, 0, 0
-    for (t, text), (raw, end) in zip(jobs, results, strict=True):
+    for (t, _text), (raw, end) in zip(jobs, results, strict=True):
         content, problems = parse_draft(t, raw)
         assert isinstance(content["sections"], dict) and set(content["sections"]) == {s.key for s in t.sections}
         strict = json.loads(raw) if end[1] == "stop" else None  # a finished reply is complete, valid JSON
@@ -114,8 +114,8 @@ def test_the_app_drafts_through_psyassist_serve_with_response_format(tmp_path):
     import sys
 
     import httpx
-    from app_helpers import free_port
 
+    from app_helpers import free_port
     from psyassist.app.llm import OpenAIEndpoint
 
     port = free_port()

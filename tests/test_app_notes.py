@@ -10,8 +10,16 @@ import json
 import pytest
 import yaml
 
-from psyassist.app.notes.draft import (PastNote, content_from_model, draft_messages, final_sections, keep_hand_items,
-                                       new_item, parse_draft, select_context)
+from psyassist.app.notes.draft import (
+    PastNote,
+    content_from_model,
+    draft_messages,
+    final_sections,
+    keep_hand_items,
+    new_item,
+    parse_draft,
+    select_context,
+)
 from psyassist.app.notes.pjson import parse_prefix
 from psyassist.app.notes.templates import BASIC_KEYS, load_templates, parse_template
 from psyassist.errors import DataError, PsyassistError

@@ -13,10 +13,10 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from app_helpers import PASSWORD, make_state
 from sqlalchemy import create_engine, select, text, update
 from sqlalchemy.engine import make_url
 
+from app_helpers import PASSWORD, make_state
 from psyassist.app.accounts import actor_of, create_user
 from psyassist.app.backup import BackupError, backup, restore
 from psyassist.app.config import AppConfig
@@ -237,7 +237,7 @@ def test_delete_client_is_irrecoverable_even_from_an_earlier_backup(tmp_path, db
     st = make_state(tmp_path, db_url, backup_dir=tmp_path / "backups")
     ws, cid, _, _ = _client_with_note(st)
     ws2 = Workspace(st, _actor(st, "bob"))
-    keep = ws2.create_client("保留的来访者 Keep", ["x"])
+    ws2.create_client("保留的来访者 Keep", ["x"])
     snap, _ = backup(st.db, st.master, st.cfg.audit_path, tmp_path / "backups")
     ws.delete_client(cid)
     with st.db.read() as s:

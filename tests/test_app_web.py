@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from app_helpers import PASSWORD, ScriptedBackend, Server, login, make_state, prepare_accounts, web_client
 
+from app_helpers import PASSWORD, ScriptedBackend, Server, login, make_state, prepare_accounts, web_client
 from psyassist.app.web.i18n import EN, ZH
 
 XSS_SCRIPT = "<script>alert('x')</script>"

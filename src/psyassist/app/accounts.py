@@ -17,8 +17,10 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
+import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -103,6 +105,7 @@ def set_password(db: Database, user_id: str, password: str, *, must_change: bool
         u.password_hash = _hasher.hash(password)
         u.must_change_password = must_change
         s.execute(delete(AuthSession).where(AuthSession.user_id == user_id))  # other logins end
+    forget_sessions(user_id=user_id)
 
 
 def _limited(s, username: str, ip: str, max_failures: int, window: timedelta) -> int | None:
@@ -162,31 +165,62 @@ def start_session(db: Database, user: User, hours: float) -> tuple[str, str]:
     return token, csrf
 
 
+_SESSIONS: dict[str, tuple[float, Actor, str, datetime]] = {}  # token hash -> (cached at, actor, csrf, expires)
+_SESSIONS_LOCK = threading.Lock()
+SESSION_CACHE_SECONDS = 5.0  # another process's logout or deactivation takes effect within this long
+
+
 def resolve_session(db: Database, token: str | None, hours: float) -> tuple[Actor, str, str] | None:
-    """(actor, csrf token, session id) for a live session cookie, sliding its expiry; None otherwise."""
+    """(actor, csrf token, session id) for a live session cookie, sliding its expiry; None otherwise.
+
+    One joined query, cached for a few seconds per session (a page load makes several requests);
+    this process's own logouts, password changes and deactivations drop the cache at once."""
     if not token:
         return None
     sid = token_hash(token)
     now = utcnow()
+    mono = time.monotonic()
+    with _SESSIONS_LOCK:
+        hit = _SESSIONS.get(sid)
+    if hit and mono - hit[0] < SESSION_CACHE_SECONDS and hit[3] > now:
+        return hit[1], hit[2], sid
     with db.read() as s:
-        row = s.get(AuthSession, sid)
-        if row is None or row.expires_at < now:
+        row = s.execute(select(AuthSession, User).join(User, User.id == AuthSession.user_id)
+                        .where(AuthSession.id == sid)).first()
+        if row is None:
             return None
-        u = s.get(User, row.user_id)
-        if u is None or not u.active:
+        sess, u = row
+        if sess.expires_at < now or not u.active:
             return None
-        actor, csrf, seen = actor_of(u), row.csrf, row.last_seen_at
+        actor, csrf, seen = actor_of(u), sess.csrf, sess.last_seen_at
+    expires = sess.expires_at
     if (now - seen).total_seconds() > 60:  # slide the expiry at most once a minute: no write per request
+        expires = now + timedelta(hours=hours)
         with db.write() as s:
             r = s.get(AuthSession, sid)
             if r is not None:
-                r.last_seen_at, r.expires_at = now, now + timedelta(hours=hours)
+                r.last_seen_at, r.expires_at = now, expires
+    with _SESSIONS_LOCK:
+        _SESSIONS[sid] = (mono, actor, csrf, expires)
+        if len(_SESSIONS) > 10_000:
+            _SESSIONS.clear()
     return actor, csrf, sid
+
+
+def forget_sessions(*, sid: str | None = None, user_id: str | None = None) -> None:
+    """Drop cached sessions: one (logout) or all of a user's (password change, deactivation, settings)."""
+    with _SESSIONS_LOCK:
+        if sid is not None:
+            _SESSIONS.pop(sid, None)
+        if user_id is not None:
+            for k in [k for k, v in _SESSIONS.items() if v[1].id == user_id]:
+                del _SESSIONS[k]
 
 
 def end_session(db: Database, sid: str) -> None:
     with db.write() as s:
         s.execute(delete(AuthSession).where(AuthSession.id == sid))
+    forget_sessions(sid=sid)
 
 
 def ensure_admin(db: Database) -> tuple[str, str] | None:

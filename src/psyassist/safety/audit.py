@@ -69,6 +69,11 @@ class AuditLog:
         self._offset = 0  # bytes of the file already read and verified
         self._prev = GENESIS  # hash of the last line read
         self._cache: list[dict] = []
+        # Group commit: appends from many threads share one flock + write + fsync (see _commit).
+        self._queue: list[dict] = []
+        self._queued = self._flushed = 0  # entries ever queued / ever made durable (sequence numbers)
+        self._queue_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -91,8 +96,7 @@ class AuditLog:
             entry["text"] = text
         if ref is not None:
             entry["ref"] = ref
-        with self._locked() as f:
-            self._append(f, [entry])
+        self._commit([entry])
         return entry["id"]
 
     def access(self, *, who: str, action: str, client: str | None, target: str | None = None) -> str:
@@ -100,8 +104,7 @@ class AuditLog:
         record; never the data itself."""
         entry = {"kind": "access", "id": secrets.token_hex(8), "time": _now(), "who": who, "action": action,
                  "client": client, "target": target}
-        with self._locked() as f:
-            self._append(f, [entry])
+        self._commit([entry])
         return entry["id"]
 
     def append_many(self, entries: list[dict]) -> None:
@@ -110,8 +113,33 @@ class AuditLog:
             if e.get("kind") not in KINDS or "id" not in e or "time" not in e:
                 raise PsyassistError(f"audit entries need kind (one of {KINDS}), id and time; got {sorted(e)}")
         if entries:
-            with self._locked() as f:
-                self._append(f, entries)
+            self._commit(entries)
+
+    def _commit(self, entries: list[dict]) -> None:
+        """Make `entries` durable before returning, sharing the fsync with other threads' entries.
+
+        Each thread queues its entries; whoever holds the flush lock writes everything queued so
+        far under one flock and one fsync; a thread whose entries were written meanwhile returns
+        without touching the file.  50 threads reading records cost a few fsyncs, not 50."""
+        with self._queue_lock:
+            self._queue.extend(entries)
+            self._queued += len(entries)
+            mine = self._queued
+        with self._flush_lock:
+            with self._queue_lock:
+                if self._flushed >= mine:
+                    return
+                batch, self._queue = self._queue, []
+                upto = self._queued
+            try:
+                with self._locked() as f:
+                    self._append(f, batch)
+            except BaseException:
+                with self._queue_lock:  # not written: put them back for the next flusher (or the next call)
+                    self._queue[:0] = batch
+                raise
+            with self._queue_lock:
+                self._flushed = upto
 
     def acknowledge(self, event_id: str, *, by: str, note: str = "") -> str:
         """Record that counselor `by` saw and handled event `event_id`; returns the ack's id."""

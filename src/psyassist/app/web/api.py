@@ -12,12 +12,12 @@ schema), 429 (login rate limit).  The OpenAPI schema is /api/openapi.json.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import date
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from psyassist.app import accounts
 from psyassist.app.accounts import AuthError, RateLimited
@@ -97,7 +97,7 @@ def _draft(d) -> dict:
 
 def add_api(app: FastAPI, st, *, workspace, screen, set_session_cookie) -> None:
     cfg = st.cfg
-    run = asyncio.to_thread
+    run = run_in_threadpool  # anyio's pool (40 threads), shared with the plain `def` routes
 
     @app.post("/api/v1/login", tags=["auth"])
     async def api_login(body: LoginBody, request: Request):
@@ -169,10 +169,13 @@ def add_api(app: FastAPI, st, *, workspace, screen, set_session_cookie) -> None:
     async def api_basic_put(cid: str, body: BasicInfo, request: Request):
         ws, _ = workspace(request)
         data = body.model_dump()
-        version = await run(ws.update_basic_info, cid, data)
-        for k in BASIC_KEYS:
-            await run(screen, data[k], cid, "note", f"text:basic:{k}")
-        return {"version": version}
+
+        def save() -> int:
+            version = ws.update_basic_info(cid, data)
+            for k in BASIC_KEYS:
+                screen(data[k], cid, "note", f"text:basic:{k}")
+            return version
+        return {"version": await run(save)}
 
     @app.get("/api/v1/clients/{cid}/notes", tags=["notes"])
     def api_notes(cid: str, request: Request):
@@ -241,12 +244,14 @@ def add_api(app: FastAPI, st, *, workspace, screen, set_session_cookie) -> None:
                                          "text": body.comment.strip()})
             if body.deleted is not None:
                 item["deleted"] = body.deleted
-        _, rev = await run(ws.edit_draft, did, change, revision=body.revision)
-        d = await run(ws.draft, did, audit=False)
-        for text in (body.text, body.comment):
-            if text:
-                await run(screen, text, d.client_id, "note", f"text:item:{iid}")
-        return _draft(d)
+        def apply():
+            ws.edit_draft(did, change, revision=body.revision)
+            d = ws.draft(did, audit=False)
+            for text in (body.text, body.comment):
+                if text:
+                    screen(text, d.client_id, "note", f"text:item:{iid}")
+            return d
+        return _draft(await run(apply))
 
     @app.post("/api/v1/drafts/{did}/save", tags=["drafts"])
     async def api_draft_save(did: str, body: SaveBody, request: Request):

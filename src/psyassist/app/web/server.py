@@ -16,7 +16,6 @@ Security at this layer (the rest is in records.py and accounts.py):
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import hmac
 import json
@@ -29,6 +28,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from psyassist.app import accounts
@@ -49,6 +49,30 @@ LANG_COOKIE = "psyassist_lang"
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
        "base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+
+
+class SecurityHeaders:
+    """Adds the security headers to every response (plain ASGI: BaseHTTPMiddleware costs ~10% per request)."""
+
+    STATIC = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
+              (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY")]
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        # Client data never sits in a browser or proxy cache; the vendored assets may.
+        extra = self.STATIC + ([] if scope["path"].startswith("/static/") else [(b"cache-control", b"no-store")])
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                names = {k.lower() for k, _ in extra}
+                message["headers"] = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names] + extra
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class Ctx:
@@ -113,7 +137,7 @@ def create_app(st: AppState) -> FastAPI:
             if path == "/api/v1/login":
                 return  # JSON login: no cookie to ride on yet; SameSite + JSON content type (no form CSRF)
         else:
-            c = await asyncio.to_thread(ctx_of, request)
+            c = await run_in_threadpool(ctx_of, request)
             expected = c.csrf
         given = request.headers.get("x-csrf-token")
         if not given and request.headers.get("content-type", "").startswith(
@@ -197,16 +221,7 @@ def create_app(st: AppState) -> FastAPI:
         return error_page(request, 500, "something went wrong on our side; nothing you entered was lost "
                                         "(the error is in the server log)")
 
-    @app.middleware("http")
-    async def headers(request: Request, call_next):
-        response = await call_next(request)
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["X-Frame-Options"] = "DENY"
-        if not request.url.path.startswith("/static/"):
-            response.headers["Cache-Control"] = "no-store"  # client data never sits in a browser or proxy cache
-        return response
+    app.add_middleware(SecurityHeaders)
 
     def set_session_cookie(response: Response, token: str) -> None:
         response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=cfg.secure_cookies, path="/",
@@ -264,7 +279,7 @@ def create_app(st: AppState) -> FastAPI:
         ip = request.client.host if request.client else "?"
         t = translator(c.locale)
         try:
-            user = await asyncio.to_thread(accounts.authenticate, st.db, username, password, ip,
+            user = await run_in_threadpool(accounts.authenticate, st.db, username, password, ip,
                                            max_failures=cfg.login_max_failures, window_minutes=cfg.login_window_minutes)
         except RateLimited as e:
             r = page(request, "login.html", c, status=429, login_csrf=request.cookies.get(LOGIN_COOKIE),
@@ -275,7 +290,7 @@ def create_app(st: AppState) -> FastAPI:
         except AuthError:
             return page(request, "login.html", c, status=401, login_csrf=request.cookies.get(LOGIN_COOKIE),
                         next=_safe_next(str(form.get("next", "/"))), username=username, error=t("login_failed"))
-        token, _ = await asyncio.to_thread(accounts.start_session, st.db, user, cfg.session_hours)
+        token, _ = await run_in_threadpool(accounts.start_session, st.db, user, cfg.session_hours)
         dest = "/settings" if user.must_change_password else (
             "/admin" if user.role == "admin" else _safe_next(str(form.get("next", "/"))))
         r = RedirectResponse(dest, status_code=303)
@@ -322,7 +337,7 @@ def create_app(st: AppState) -> FastAPI:
         tpl = str(form.get("note_template", c.actor.note_template))
         if loc not in ("en", "zh") or tpl not in st.templates:
             raise Invalid("unknown language or note template")
-        await asyncio.to_thread(_update_user, st, c.actor.id, locale=loc, note_template=tpl)
+        await run_in_threadpool(_update_user, st, c.actor.id, locale=loc, note_template=tpl)
         return back("/settings", "saved")
 
     @app.post("/settings/language")
@@ -332,7 +347,7 @@ def create_app(st: AppState) -> FastAPI:
         loc = str(form.get("locale", "en"))
         if loc not in ("en", "zh"):
             raise Invalid("unknown language")
-        await asyncio.to_thread(_update_user, st, c.actor.id, locale=loc)
+        await run_in_threadpool(_update_user, st, c.actor.id, locale=loc)
         return back(_safe_next(str(form.get("next", "/"))))
 
     @app.post("/settings/password")
@@ -342,14 +357,14 @@ def create_app(st: AppState) -> FastAPI:
         ip = request.client.host if request.client else "?"
         t = translator(c.locale)
         try:
-            user = await asyncio.to_thread(accounts.authenticate, st.db, c.actor.username, str(form.get("current", "")),
+            user = await run_in_threadpool(accounts.authenticate, st.db, c.actor.username, str(form.get("current", "")),
                                            ip, max_failures=cfg.login_max_failures,
                                            window_minutes=cfg.login_window_minutes)
-            await asyncio.to_thread(accounts.set_password, st.db, user.id, str(form.get("new", "")))
+            await run_in_threadpool(accounts.set_password, st.db, user.id, str(form.get("new", "")))
         except AuthError as e:
             return page(request, "settings.html", c, status=400, nav="settings", templates=list(st.templates.values()),
                         error=t("wrong_password") if "wrong" in str(e) else str(e))
-        token, _ = await asyncio.to_thread(accounts.start_session, st.db, user, cfg.session_hours)
+        token, _ = await run_in_threadpool(accounts.start_session, st.db, user, cfg.session_hours)
         r = back("/settings", "password_changed")
         set_session_cookie(r, token)
         return r
@@ -367,7 +382,7 @@ def create_app(st: AppState) -> FastAPI:
         form = await request.form()
         password = secrets.token_urlsafe(12)
         try:
-            u = await asyncio.to_thread(accounts.create_user, st.db, str(form.get("username", "")).strip(), password,
+            u = await run_in_threadpool(accounts.create_user, st.db, str(form.get("username", "")).strip(), password,
                                         role=str(form.get("role", "counselor")), locale=str(form.get("locale", "en")),
                                         display_name=str(form.get("display_name", "")), must_change_password=True)
         except AuthError as e:
@@ -382,7 +397,7 @@ def create_app(st: AppState) -> FastAPI:
         form = await request.form()
         if uid == c.actor.id:
             raise Invalid("you cannot deactivate your own account")
-        await asyncio.to_thread(_set_active, st, uid, form.get("active") == "1")
+        await run_in_threadpool(_set_active, st, uid, form.get("active") == "1")
         st.audit.access(who=c.actor.username, action="account.active", client=None, target=uid)
         return back("/admin", "saved")
 
@@ -390,7 +405,7 @@ def create_app(st: AppState) -> FastAPI:
     async def admin_reset(uid: str, request: Request):
         c = admin_only(request)
         password = secrets.token_urlsafe(12)
-        await asyncio.to_thread(accounts.set_password, st.db, uid, password, must_change=True)
+        await run_in_threadpool(accounts.set_password, st.db, uid, password, must_change=True)
         st.audit.access(who=c.actor.username, action="account.reset_password", client=None, target=uid)
         user = next(u for u in _users(st) if u.id == uid)
         return page(request, "admin.html", c, nav="admin", users=_users(st),
@@ -433,7 +448,7 @@ def create_app(st: AppState) -> FastAPI:
     async def client_create(request: Request):
         ws, c = workspace(request)
         form = await request.form()
-        cid = await asyncio.to_thread(ws.create_client, str(form.get("name", "")), str(form.get("tags", "")))
+        cid = await run_in_threadpool(ws.create_client, str(form.get("name", "")), str(form.get("tags", "")))
         return back(f"/clients/{cid}", "client_created")
 
     def client_page(request: Request, ws: Workspace, c: Ctx, cid: str, status: int = 200, **kw):
@@ -452,24 +467,24 @@ def create_app(st: AppState) -> FastAPI:
     async def client_update(cid: str, request: Request):
         ws, c = workspace(request)
         form = await request.form()
-        await asyncio.to_thread(ws.update_client, cid, name=str(form.get("name", "")), tags=str(form.get("tags", "")))
+        await run_in_threadpool(ws.update_client, cid, name=str(form.get("name", "")), tags=str(form.get("tags", "")))
         return back(f"/clients/{cid}", "saved")
 
     @app.post("/clients/{cid}/archive")
     async def client_archive(cid: str, request: Request):
         ws, c = workspace(request)
         form = await request.form()
-        await asyncio.to_thread(ws.set_archived, cid, form.get("archived") == "1")
+        await run_in_threadpool(ws.set_archived, cid, form.get("archived") == "1")
         return back(f"/clients/{cid}", "saved")
 
     @app.post("/clients/{cid}/delete")
     async def client_delete(cid: str, request: Request):
         ws, c = workspace(request)
         form = await request.form()
-        client = await asyncio.to_thread(ws.client, cid)
+        client = await run_in_threadpool(ws.client, cid)
         if str(form.get("confirm", "")).strip() != client.name:
             raise Invalid(translator(c.locale)("delete_mismatch"))
-        await asyncio.to_thread(ws.delete_client, cid)
+        await run_in_threadpool(ws.delete_client, cid)
         return back("/", "client_deleted")
 
     @app.post("/clients/{cid}/basic-info")
@@ -477,9 +492,12 @@ def create_app(st: AppState) -> FastAPI:
         ws, c = workspace(request)
         form = await request.form()
         data = {k: str(form.get(k, "")) for k in BASIC_KEYS}
-        await asyncio.to_thread(ws.update_basic_info, cid, data)
-        for k, v in data.items():
-            await asyncio.to_thread(screen, v, cid, "note", f"text:basic:{k}")
+
+        def save():
+            ws.update_basic_info(cid, data)
+            for k, v in data.items():
+                screen(v, cid, "note", f"text:basic:{k}")
+        await run_in_threadpool(save)
         return back(f"/clients/{cid}", "saved")
 
     @app.get("/clients/{cid}/basic-info", response_class=HTMLResponse)
@@ -530,8 +548,8 @@ def create_app(st: AppState) -> FastAPI:
     @app.post("/notes/{nid}/sign")
     async def note_sign(nid: str, request: Request):
         ws, c = workspace(request)
-        await asyncio.to_thread(ws.sign_note, nid)
-        note = await asyncio.to_thread(ws.note, nid)
+        await run_in_threadpool(ws.sign_note, nid)
+        note = await run_in_threadpool(ws.note, nid)
         return back(f"/clients/{note.client_id}", "signed")
 
     @app.post("/notes/{nid}/addenda")
@@ -539,15 +557,15 @@ def create_app(st: AppState) -> FastAPI:
         ws, c = workspace(request)
         form = await request.form()
         text = str(form.get("text", ""))
-        rid = await asyncio.to_thread(ws.add_addendum, nid, text)
-        note = await asyncio.to_thread(ws.note, nid)
-        await asyncio.to_thread(screen, text, note.client_id, "note", f"text:addendum:{rid}")
+        rid = await run_in_threadpool(ws.add_addendum, nid, text)
+        note = await run_in_threadpool(ws.note, nid)
+        await run_in_threadpool(screen, text, note.client_id, "note", f"text:addendum:{rid}")
         return back(f"/clients/{note.client_id}", "addendum_saved")
 
     @app.post("/notes/{nid}/edit")
     async def note_edit(nid: str, request: Request):
         ws, c = workspace(request)
-        did = await asyncio.to_thread(ws.draft_for_note, nid, st.templates)
+        did = await run_in_threadpool(ws.draft_for_note, nid, st.templates)
         return back(f"/drafts/{did}")
 
     # --- drafts --------------------------------------------------------------------------------------
@@ -555,7 +573,7 @@ def create_app(st: AppState) -> FastAPI:
     @app.post("/clients/{cid}/drafts")
     async def draft_create(cid: str, request: Request):
         ws, c = workspace(request)
-        await asyncio.to_thread(ws.client, cid)  # not theirs → 404 before any validation message
+        await run_in_threadpool(ws.client, cid)  # not theirs → 404 before any validation message
         form = await request.form()
         text = str(form.get("input", ""))
         mode = str(form.get("mode", "analysis"))
@@ -567,8 +585,8 @@ def create_app(st: AppState) -> FastAPI:
         if mode == "analysis" and not text.strip():
             raise Invalid(translator(c.locale)("input_needed"))
         generate = mode == "analysis" and st.runner is not None
-        did = await asyncio.to_thread(ws.create_draft, cid, text, tpl, when, generate=generate)
-        await asyncio.to_thread(screen, text, cid, "note", f"draft:{did}")
+        did = await run_in_threadpool(ws.create_draft, cid, text, tpl, when, generate=generate)
+        await run_in_threadpool(screen, text, cid, "note", f"draft:{did}")
         if generate:
             st.runner.start_draft(ws, did)
         return back(f"/drafts/{did}")
@@ -603,7 +621,7 @@ def create_app(st: AppState) -> FastAPI:
     @app.get("/drafts/{did}/events")
     async def draft_events(did: str, request: Request):
         ws, c = workspace(request)
-        await asyncio.to_thread(ws.draft, did, audit=False)  # ownership check
+        await run_in_threadpool(ws.draft, did, audit=False)  # ownership check
 
         async def gen():
             got = False
@@ -623,7 +641,7 @@ def create_app(st: AppState) -> FastAPI:
         rev = _revision(form)
         error = None
         try:
-            await asyncio.to_thread(ws.edit_draft, did, lambda content: change(content, form, c), revision=rev,
+            await run_in_threadpool(ws.edit_draft, did, lambda content: change(content, form, c), revision=rev,
                                     action=action)
         except (Conflict, Invalid) as e:
             if not request.headers.get("hx-request"):
@@ -659,7 +677,7 @@ def create_app(st: AppState) -> FastAPI:
         r = await draft_action(request, did, change, "draft.edit_item")
         ws, _ = workspace(request)
         form = await request.form()
-        await asyncio.to_thread(screen, str(form.get("text", "")), await asyncio.to_thread(_client_of_draft, ws, did),
+        await run_in_threadpool(screen, str(form.get("text", "")), await run_in_threadpool(_client_of_draft, ws, did),
                                 "note", f"text:item:{iid}")
         return r
 
@@ -677,7 +695,7 @@ def create_app(st: AppState) -> FastAPI:
     @app.post("/drafts/{did}/items/{iid}/delete")
     async def item_delete(did: str, iid: str, request: Request):
         ws, _ = workspace(request)
-        tpl = st.template((await asyncio.to_thread(ws.draft, did, audit=False)).template)
+        tpl = st.template((await run_in_threadpool(ws.draft, did, audit=False)).template)
 
         def change(content, form, c):
             f = find_item(content, iid)
@@ -695,7 +713,7 @@ def create_app(st: AppState) -> FastAPI:
     @app.post("/drafts/{did}/sections/{key}/add")
     async def section_add(did: str, key: str, request: Request):
         ws, _ = workspace(request)
-        d = await asyncio.to_thread(ws.draft, did, audit=False)
+        d = await run_in_threadpool(ws.draft, did, audit=False)
         tpl = st.template(d.template)
         sec = tpl.section(key)
 
@@ -709,7 +727,7 @@ def create_app(st: AppState) -> FastAPI:
             items.append(new_item(text[:max(sec.max_chars, 4000)], "counselor"))
         r = await draft_action(request, did, change, "draft.add_item")
         form = await request.form()
-        await asyncio.to_thread(screen, str(form.get("text", "")), d.client_id, "note", f"text:item:{key}")
+        await run_in_threadpool(screen, str(form.get("text", "")), d.client_id, "note", f"text:item:{key}")
         return r
 
     @app.post("/drafts/{did}/sections/{key}/comment")
@@ -774,8 +792,8 @@ def create_app(st: AppState) -> FastAPI:
     async def draft_save(did: str, request: Request):
         ws, c = workspace(request)
         form = await request.form()
-        d = await asyncio.to_thread(ws.draft, did, audit=False)
-        nid = await asyncio.to_thread(ws.save_draft, did, st.template(d.template), revision=_revision(form))
+        d = await run_in_threadpool(ws.draft, did, audit=False)
+        nid = await run_in_threadpool(ws.save_draft, did, st.template(d.template), revision=_revision(form))
         return RedirectResponse(f"/clients/{d.client_id}?notice=note_saved#note-{nid}", status_code=303)
 
     # --- chat ----------------------------------------------------------------------------------------
@@ -793,7 +811,7 @@ def create_app(st: AppState) -> FastAPI:
     async def chat_create(request: Request):
         ws, c = workspace(request)
         form = await request.form()
-        chat_id = await asyncio.to_thread(ws.create_chat, str(form.get("client_id", "")) or None,
+        chat_id = await run_in_threadpool(ws.create_chat, str(form.get("client_id", "")) or None,
                                           use_notes=form.get("use_notes") == "1")
         return back(f"/chats/{chat_id}")
 
@@ -817,14 +835,14 @@ def create_app(st: AppState) -> FastAPI:
             raise Invalid("a message needs text")
         if st.runner is None:
             raise Conflict("no model is configured for this app")
-        chat = await asyncio.to_thread(ws.chat, chat_id)
+        chat = await run_in_threadpool(ws.chat, chat_id)
         det = detect(text)
-        mid = await asyncio.to_thread(ws.add_message, chat_id, "user", text,
+        mid = await run_in_threadpool(ws.add_message, chat_id, "user", text,
                                       crisis_level=det.level if det.flagged else None)
         if det.flagged:
-            await asyncio.to_thread(st.audit.record, det, client=chat_subject(chat), source="chat",
+            await run_in_threadpool(st.audit.record, det, client=chat_subject(chat), source="chat",
                                     ref=f"message:{chat_id}:{mid}")
-        reply_id = await asyncio.to_thread(ws.add_message, chat_id, "assistant", "", status="generating")
+        reply_id = await run_in_threadpool(ws.add_message, chat_id, "assistant", "", status="generating")
         st.runner.start_reply(ws, chat_id, reply_id)
         if "application/json" in request.headers.get("accept", ""):
             out = {"message_id": mid, "reply_id": reply_id, "crisis": det.level if det.flagged else None}
@@ -839,7 +857,7 @@ def create_app(st: AppState) -> FastAPI:
     @app.get("/chats/{chat_id}/replies/{mid}/events")
     async def reply_events(chat_id: str, mid: str, request: Request):
         ws, c = workspace(request)
-        await asyncio.to_thread(ws.chat_client, chat_id)  # ownership check
+        await run_in_threadpool(ws.chat_client, chat_id)  # ownership check
 
         async def gen():
             got = False
@@ -859,9 +877,9 @@ def create_app(st: AppState) -> FastAPI:
         ws, c = workspace(request)
         form = await request.form()
         event = next((e for e in st.audit.pending() if e["id"] == event_id), None)
-        if event is None or not await asyncio.to_thread(ws.owns_alert_subject, event["client"]):
+        if event is None or not await run_in_threadpool(ws.owns_alert_subject, event["client"]):
             raise NotFound("no such alert (it may have been acknowledged already)")
-        await asyncio.to_thread(st.audit.acknowledge, event_id, by=c.actor.username,
+        await run_in_threadpool(st.audit.acknowledge, event_id, by=c.actor.username,
                                 note=str(form.get("note", ""))[:500])
         return back(_safe_next(str(form.get("next", "/"))), "alert_acknowledged")
 
@@ -919,6 +937,7 @@ def _update_user(st: AppState, uid: str, **values) -> None:
         u = s.get(User, uid)
         for k, v in values.items():
             setattr(u, k, v)
+    accounts.forget_sessions(user_id=uid)  # the cached actor carries the locale and template
 
 
 def _set_active(st: AppState, uid: str, active: bool) -> None:
@@ -933,4 +952,5 @@ def _set_active(st: AppState, uid: str, active: bool) -> None:
         u.active = active
         if not active:
             s.execute(delete(AuthSession).where(AuthSession.user_id == uid))
+    accounts.forget_sessions(user_id=uid)
 
