@@ -6,8 +6,10 @@ prepare → stats → check (with the real Qwen3 tokenizer and chat template) �
 contamination check → LoRA fine-tune of the embedded SmolLM2-135M-Instruct →
 `psyassist compare` base vs tuned (multiple choice in seed 000's three formats with
 McNemar tests, reply metrics on the held-out validation dialogues, side-by-side
-replies) → report.md / report.html → one chat exchange with the tuned model; each
-step the exact `psyassist` command a user would type.  See README.md for the measured
+replies) → report.md / report.html → one chat exchange with the tuned model →
+`psyassist app`: a counselor's account, a client, a note drafted by the default model
+through the app's API, saved and exported as PDF; each step the exact `psyassist` command
+a user would type (the app's steps are the requests its pages make).  See README.md for the measured
 time on 2 CPU cores (the first run also downloads ≈98 MB from PyPI and converts it once).
 """
 
@@ -56,9 +58,13 @@ def main() -> None:
     run([exe, "compare", "--base", "default", "--tuned", f"default+{run_dir / 'adapter'}", "--suite", str(suite),
          "-o", str(report)])
     chat_exchange(run_dir / "adapter")
+    app_dir, password = app_session(exe, out / "app")
     print("\nOutputs:")
-    for p in [*sorted(prepared.iterdir()), *sorted(run_dir.iterdir()), report / "report.md", report / "report.html"]:
+    for p in [*sorted(prepared.iterdir()), *sorted(run_dir.iterdir()), report / "report.md", report / "report.html",
+              app_dir / "record.pdf", app_dir / "record.md"]:
         print(f"  {p}")
+    print(f"\nThe counselor's app: `{exe} app --data-dir {app_dir}`, then open http://127.0.0.1:8765 and sign in "
+          f"as demo-counselor with {password} (a temporary password; the app asks for a new one).")
 
 
 # The comparison the demo runs: paths are relative to this file (written into --out).
@@ -101,6 +107,66 @@ def chat_exchange(adapter: Path) -> None:
     print(f"\n[user] {question}")
     loaded = load("default", adapter=str(adapter), enable_thinking=None)
     print(f"\n[tuned (LoRA)] {reply(loaded, [{'role': 'user', 'content': question}], sampling)}")
+
+
+def app_session(exe: str, app_dir: Path) -> tuple[Path, str]:
+    """Start `psyassist app` (SQLite + the default model), draft and save one note through the JSON API the
+    pages use, export the record; the server is stopped afterwards, the data stays in app_dir."""
+    import json
+    import re
+    import socket
+
+    import httpx
+
+    if app_dir.exists():
+        shutil.rmtree(app_dir)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # A demo draft is capped at 384 tokens (the app's default is 768) to keep `make demo` under 10 minutes.
+    env = {**os.environ, "PSYASSIST_APP_DRAFT_MAX_TOKENS": "384"}
+    cmd = [exe, "app", "--data-dir", str(app_dir), "--port", str(port)]
+    print(f"\n$ {shlex.join(cmd)}   # in the background", flush=True)
+    t = time.perf_counter()
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None:
+                raise SystemExit(f"psyassist app exited with {server.returncode}")
+            time.sleep(0.5)
+        print(f"  (ready in {time.perf_counter() - t:.1f} s)")
+        add = [exe, "app", "--data-dir", str(app_dir), "user", "add", "demo-counselor", "--name", "Demo Counselor"]
+        print(f"\n$ {shlex.join(add)}", flush=True)
+        created = subprocess.run(add, check=True, capture_output=True, text=True).stdout
+        password = re.search(r"\(shown once\): (\S+)", created).group(1)
+        c = httpx.Client(base_url=url, timeout=600)
+        csrf = c.post("/api/v1/login", json={"username": "demo-counselor", "password": password}).json()["csrf_token"]
+        h = {"X-CSRF-Token": csrf}
+        cid = c.post("/api/v1/clients", json={"name": "S.L. (demo)", "tags": ["exam anxiety"]}, headers=h).json()["id"]
+        text = ("19-year-old student repeating her final school year after failing the entrance exam. Parents expect a "
+                "lot. For three months she has felt tense before every test, sleeps badly, has headaches and cannot "
+                "concentrate; her grades are falling and she feels ashamed to ask classmates for help.")
+        print("\n[app] Analysis of the session input:\n  " + text, flush=True)
+        t = time.perf_counter()
+        did = c.post(f"/api/v1/clients/{cid}/drafts", json={"input": text}, headers=h).json()["id"]
+        while (d := c.get(f"/api/v1/drafts/{did}").json())["status"] == "generating":
+            time.sleep(1)
+        print(f"  draft {d['status']} in {time.perf_counter() - t:.1f} s "
+              f"(first item after {d['provenance'].get('first_item_seconds')} s, {d['provenance'].get('finish')})")
+        note = c.post(f"/api/v1/drafts/{did}/save", json={}, headers=h).json()
+        print(json.dumps(note["sections"], ensure_ascii=False, indent=2))
+        (app_dir / "record.pdf").write_bytes(c.get(f"/clients/{cid}/export.pdf").content)
+        (app_dir / "record.md").write_text(c.get(f"/clients/{cid}/export.md").text, encoding="utf-8")
+        return app_dir, password
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 if __name__ == "__main__":
