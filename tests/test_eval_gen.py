@@ -129,6 +129,19 @@ def test_generates_scores_and_resumes(tiny_model, corpus, tmp_path):
         run_gen(GenConfig(**{**cfg.__dict__, "seed": 1}), out)
 
 
+def test_mapped_layout_is_read_and_in_the_command(tmp_path):
+    from psyassist.data.readers import parse_map
+
+    cfg = GenConfig(data=["esconv.jsonl"], mapping=parse_map(["messages=dialog", "role=speaker", "content=text",
+                                                              "user=usr", "assistant=sys"]))
+    assert "--map=messages=dialog --map=role=speaker --map=content=text --map=user=usr --map=assistant=sys" \
+        in cfg.command()
+    with pytest.raises(PsyassistError, match="record 0.*under 'dialog'"):  # read with the mapping, before any model
+        f = tmp_path / "esconv.jsonl"
+        f.write_text(json.dumps({"turns": []}) + "\n", encoding="utf-8")
+        run_gen(GenConfig(**{**cfg.__dict__, "data": [str(f)]}), tmp_path / "out")
+
+
 def test_cli_scores_a_replies_file(cli, tmp_path):
     f = tmp_path / "replies.jsonl"
     rows = [{"id": str(i), "context": [{"role": "user", "content": "I can't sleep."}],

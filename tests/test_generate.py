@@ -223,6 +223,19 @@ def test_other_settings_are_refused_on_resume_and_restart_starts_over(cli, model
     assert code == 2 and "r.json:1" in err and "--restart" in err
 
 
+def test_generate_reads_a_mapped_layout(cli, model_dir, tmp_path):
+    recs = [{"key": f"m{i}", "dialog": [{"speaker": "usr", "text": u}, {"speaker": "sys", "text": a}]}
+            for i, (u, a) in enumerate(LINES)]
+    src = _write_jsonl(tmp_path / "esconv_like.jsonl", recs)
+    out = tmp_path / "r.json"
+    code, _, err = cli(["generate", "--model", model_dir, "--input", src, "--output", out, "--max-new-tokens", "2",
+                        "--map", "messages=dialog", "--map", "role=speaker", "--map", "content=text",
+                        "--map", "user=usr", "--map", "assistant=sys", "--map", "id=key"])
+    assert code == 0, err
+    records = json.loads(out.read_text())["records"]
+    assert [(r["id"], r["reference"]) for r in records] == [(f"m{i}", a) for i, (_, a) in enumerate(LINES)]
+
+
 def test_greedy_is_refused_before_the_model_loads(cli, corpus, tmp_path):
     code, _, err = cli(["generate", "--model", tmp_path / "no-such-model", "--input", corpus, "--output",
                         tmp_path / "r.json", "--temperature", "0"])

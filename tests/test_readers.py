@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -31,7 +32,11 @@ CASES = [
     ("cpsycoune_eval.jsonl", "cpsycoun", 1),
     ("counsel_chat.csv", "counsel_chat", 3),
     ("imhi/DR.csv", "imhi", 2),
+    ("esconv/ESConv.json", "esconv", 2),  # the GitHub release: seeker/supporter, content, annotation.strategy
+    ("esconv/esconv_hub.jsonl", "esconv", 2),  # thu-coai/esconv: {"text": "<JSON string>"}, usr/sys, text
+    ("esconv/esconv_reupload.jsonl", "esconv", 2),  # usr/sys + content + annotation; seeker/supporter + text
 ]
+NEVER_DETECTED = {"mapped"}  # --format mapped --map ...: tested below on files written by the tests
 
 
 def read(path, **kw):
@@ -67,7 +72,7 @@ def error_of(path, **kw) -> DataError:
 
 
 def test_every_format_has_a_fixture():
-    assert {fmt for _, fmt, _ in CASES} == set(FORMATS)
+    assert {fmt for _, fmt, _ in CASES} == set(FORMATS) - NEVER_DETECTED
 
 
 @pytest.mark.parametrize("name,fmt,n", CASES, ids=[c[0] for c in CASES])
@@ -193,6 +198,188 @@ def test_imhi_tags_from_file_or_folder():
     assert '"My rent is late again' in t.messages[0].content  # doubled quotes unescaped
 
 
+# --- ESConv ---------------------------------------------------------------------------------------
+
+
+def strategies(c):
+    return [m.meta["strategy"] if m.meta else None for m in c.messages]
+
+
+def test_esconv_original_release():
+    a, b = read(FIX / "esconv" / "ESConv.json").conversations
+    # consecutive utterances of one speaker are one turn, joined with "\n" (as --same-role merge joins them);
+    # the trailing "\n" of every original utterance is stripped
+    assert roles(a) == ["assistant", "user", "assistant", "user", "assistant"]
+    assert a.messages[1].content == "I dislike my job.\nBut I am afraid to quit."
+    assert a.messages[2].content == "That sounds frightening.\nWhat worries you most about leaving?"
+    assert strategies(a) == [["Question"], None, ["Reflection of feelings", "Question"], None, ["Self-disclosure"]]
+    # the situation is context kept as metadata (not a system turn: no prompt at inference would carry it)
+    assert a.system is None and a.meta["situation"].startswith("I dislike my job")
+    assert (a.meta["emotion_type"], a.meta["experience_type"], a.tags) == ("anxiety", "Previous Experience",
+                                                                            ["job crisis"])
+    assert a.meta["survey_score"]["seeker"]["final_emotion_intensity"] == "2" and "dialog" not in a.meta
+    assert (a.id, b.id) == ("ESConv-0", "ESConv-1")
+    assert strategies(b) == [None, None, None, ["Affirmation and Reassurance"]]  # {} annotates nothing
+
+
+def test_esconv_hub_and_reuploads_read_like_the_original():
+    a, b = read(FIX / "esconv" / "esconv_hub.jsonl").conversations
+    assert roles(a) == ["user", "assistant", "user", "assistant", "user"]
+    assert a.messages[3].content == "That sounds exhausting.\nWould a short walk each morning be possible?"
+    assert strategies(a)[3] == ["Reflection of feelings", "Providing Suggestions"]
+    assert (a.meta, a.tags) == ({"emotion_type": "depression", "problem_type": "ongoing depression",
+                                 "situation": "I have felt low for months."}, ["ongoing depression"])
+    assert b.tags == ["problems with friends"]
+    c, d = read(FIX / "esconv" / "esconv_reupload.jsonl").conversations
+    assert (roles(c), strategies(c)) == (["user", "assistant"], [None, ["Reflection of feelings"]])
+    assert [m.content for m in d.messages] == ["I lost my job.", "I am sorry.\nWhat happened?"]
+    assert strategies(d) == [None, ["Affirmation and Reassurance", "Question"]]
+
+
+def test_esconv_strategies_stay_on_their_turns_through_prepare(cli, tmp_path):
+    import datasets
+
+    out = tmp_path / "prep"
+    code, _, err = cli(["data", "prepare", FIX / "esconv", "--out", out, "--val-size", "1", "--no-stratify"])
+    assert code == 0, err
+    rows = [json.loads(x) for f in ("train.jsonl", "validation.jsonl")
+            for x in (out / f).read_text(encoding="utf-8").splitlines()]
+    a = next(r for r in rows if r["id"] == "ESConv-0")
+    # the leading supporter greeting is dropped (leading_assistant): each label still sits on its own reply
+    assert [(m["role"], m.get("meta")) for m in a["messages"]] == [
+        ("user", None), ("assistant", {"strategy": ["Reflection of feelings", "Question"]}),
+        ("user", None), ("assistant", {"strategy": ["Self-disclosure"]})]
+    assert a["meta"]["situation"].startswith("I dislike") and a["tags"] == ["job crisis"]
+    dd = datasets.load_from_disk(str(out / "dataset_dict"))
+    row = next(r for split in dd.values() for r in split if r["id"] == "ESConv-0")
+    assert json.loads(row["meta"])["message_meta"][1] == {"strategy": ["Reflection of feelings", "Question"]}
+    assert set(row["messages"][0]) == {"role", "content"}
+    again = tmp_path / "again"  # prepare on its own output changes nothing, per-turn labels included
+    assert cli(["data", "prepare", out / "train.jsonl", "--out", again, "--val-size", "0"])[0] == 0
+    assert (again / "train.jsonl").read_text(encoding="utf-8") == (out / "train.jsonl").read_text(encoding="utf-8")
+
+
+def test_cleaning_merges_per_turn_labels_with_the_turns():
+    from psyassist.data.clean import clean_conversation
+    from psyassist.data.schema import Conversation, Message
+
+    c = Conversation("x", [Message("user", "q"), Message("assistant", "a", {"strategy": ["Question"]}),
+                           Message("assistant", "b", {"strategy": ["Self-disclosure"], "note": 1}),
+                           Message("assistant", "c")])
+    (m,) = [m for m in clean_conversation(c).conversation.messages if m.role == "assistant"]
+    assert (m.content, m.meta) == ("a\nb\nc", {"strategy": ["Question", "Self-disclosure"], "note": 1})
+    assert m.to_dict() == {"role": "assistant", "content": "a\nb\nc"}  # chat templates never see it
+
+
+# --- format mapped ---------------------------------------------------------------------------------
+
+# A layout no reader knows: another speaker vocabulary, other key names, ints as speakers in one file.
+MAPPED = [
+    {"conv_id": "c1", "context": "A student worried about exams.",
+     "turns": [{"who": "client", "utterance": "I can't focus."}, {"who": "counselor", "utterance": "Since when?"},
+               {"who": "client", "utterance": "A week."}, {"who": "counselor", "utterance": "What changed?"}]},
+    {"conv_id": "c2", "context": "",
+     "turns": [{"who": "patient", "utterance": "Hello."}, {"who": "counselor", "utterance": "Hi, welcome."}]},
+]
+MAP = ["messages=turns", "role=who", "content=utterance", "user=client,patient", "assistant=counselor",
+       "system=context", "id=conv_id"]
+
+
+@pytest.mark.parametrize("name", ["mine.jsonl", "mine.json"])
+def test_mapped_reads_any_list_of_turns(tmp_path, name):
+    p = write(tmp_path, name, jsonl(*MAPPED) if name.endswith(".jsonl") else json.dumps(MAPPED))
+    res = read(p, fmt="mapped", mapping=MAP)
+    a, b = res.conversations
+    assert res.formats == {str(p): "mapped"}
+    assert (a.id, roles(a)) == ("c1", ["system", "user", "assistant", "user", "assistant"])
+    assert a.system == "A student worried about exams." and a.messages[4].content == "What changed?"
+    assert (b.id, roles(b)) == ("c2", ["user", "assistant"])  # an empty system field adds no turn
+    # --map alone means --format mapped; the same mapping as a dict (a recipe's data.map) reads the same
+    same = read(p, mapping=dict(x.split("=", 1) for x in MAP)).conversations
+    assert [c.to_dict() for c in same] == [c.to_dict() for c in res.conversations]
+
+
+def test_mapped_reads_the_issue_example_on_an_esconv_reupload(tmp_path):
+    rec = {"situation": "Exams next week.", "dialog": [
+        {"speaker": "usr", "text": "I can't sleep."}, {"speaker": "sys", "text": "That sounds hard."}]}
+    p = write(tmp_path, "esconv_flat.jsonl", jsonl(rec))
+    (c,) = read(p, fmt="mapped", mapping=["messages=dialog", "role=speaker", "content=text", "user=usr",
+                                          "assistant=sys", "system=situation"]).conversations
+    assert [(m.role, m.content) for m in c.messages] == [
+        ("system", "Exams next week."), ("user", "I can't sleep."), ("assistant", "That sounds hard.")]
+    ints = write(tmp_path, "ints.jsonl", jsonl({"t": [{"s": 0, "x": "q"}, {"s": 1, "x": "a"}]}))
+    (c,) = read(ints, mapping=["messages=t", "role=s", "content=x", "user=0", "assistant=1"]).conversations
+    assert roles(c) == ["user", "assistant"]
+
+
+@pytest.mark.parametrize(("mapping", "field", "reason", "words"), [
+    (["messages=dialogue"], "dialogue", "missing_messages", ["under 'dialogue'", "--map messages=dialogue",
+                                                              "keys: context, conv_id, turns"]),
+    (["role=speaker"], "turns[0].speaker", "missing_role", ["'speaker' (--map role=speaker)",
+                                                             "keys: utterance, who"]),
+    (["content=text"], "turns[0].text", "missing_content", ["'text' (--map content=text)"]),
+    (["user=client"], "turns[0].who", "bad_role", ["among client, counselor", "got 'patient'"]),
+    (["system=situation"], "situation", "missing_system", ["under 'situation' (--map system=situation)"]),
+    (["id=uuid"], "uuid", "missing_id", ["under 'uuid'"]),
+])
+def test_a_wrong_mapping_names_the_first_record_and_the_missing_key(tmp_path, mapping, field, reason, words):
+    p = write(tmp_path, "mine.jsonl", jsonl(*MAPPED))
+    keys = {m.split("=")[0] for m in mapping}
+    e = error_of(p, fmt="mapped", mapping=[m for m in MAP if m.split("=")[0] not in keys] + mapping)
+    assert (e.field, e.reason) == (field, reason)
+    assert e.record == (1 if reason == "bad_role" else 0)  # the first record it concerns ("patient": record 1)
+    msg = str(e)
+    assert f"mine.jsonl:{e.line}" in msg and all(w in msg for w in words), msg
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"fmt": "mapped"}, "--format mapped needs the keys of the layout, e.g. --map messages=dialog"),
+    ({"fmt": "sharegpt", "mapping": MAP}, "it does not apply to --format sharegpt"),
+    ({"mapping": ["messages=turns", "role=who", "content=utterance", "user=client"]},
+     "--format mapped needs --map assistant=..."),
+    ({"mapping": [*MAP, "speaker=who"]}, "unknown key 'speaker'; the keys are messages"),
+    ({"mapping": [*MAP, "system"]}, "expected system=VALUE"),
+    ({"mapping": [*MAP[:4], "assistant=counselor,client"]}, "'client' is given for both user and assistant"),
+    ({"mapping": [*MAP, "role=speaker"]}, "--map role is given twice"),
+])
+def test_mapping_option_errors(kwargs, message):
+    with pytest.raises(PsyassistError, match=re.escape(message)):
+        read(FIX / "openai.jsonl", **kwargs)
+
+
+def test_mapped_in_every_data_command_and_in_generate(cli, tmp_path):
+    from psyassist.infer.generate import read_items
+
+    p = write(tmp_path, "mine.jsonl", jsonl(*MAPPED))
+    args = ["--format", "mapped", *[x for m in MAP for x in ("--map", m)]]
+    code, out, err = cli(["data", "stats", p, *args, "--json"])
+    assert code == 0, err
+    assert json.loads(out)["dialogues"] == 2
+    code, out, err = cli(["data", "show", p, *args, "--id", "c1"])
+    assert code == 0 and "What changed?" in out, err
+    code, _, err = cli(["data", "prepare", p, *args, "--out", tmp_path / "prep", "--val-size", "0"])
+    assert code == 0, err
+    report = json.loads((tmp_path / "prep" / "report.json").read_text(encoding="utf-8"))
+    assert report["options"]["mapping"]["messages"] == "turns" and report["inputs"][0]["format"] == "mapped"
+    wrong = [x for m in ["messages=dialogue", *MAP[1:]] for x in ("--map", m)]  # --map alone means mapped
+    code, _, err = cli(["data", "stats", p, *wrong])
+    assert code == 2 and "record 0" in err and "'dialogue'" in err and "Traceback" not in err
+    items, _ = read_items([str(p)], mapping=MAP)
+    assert [it.id for it in items] == ["c1", "c2"] and items[0].messages[0]["role"] == "system"
+    assert items[0].reference == "What changed?"
+
+
+def test_mapped_in_data_check(cli, tmp_path):
+    from tiny_tokenizer import tiny_tokenizer
+
+    tok = tmp_path / "tok"
+    tiny_tokenizer().save_pretrained(tok)
+    p = write(tmp_path, "mine.json", json.dumps(MAPPED))
+    code, out, err = cli(["data", "check", p, "-t", tok, "--json", *[x for m in MAP for x in ("--map", m)]])
+    assert code == 0, err
+    assert json.loads(out)["samples"] == 2
+
+
 # --- sources ------------------------------------------------------------------------------------
 
 
@@ -202,12 +389,12 @@ def test_directory_is_recursive_and_naturally_sorted():
     assert set(res.formats.values()) == {"smilechat"}
     files = expand_sources([FIX])
     assert FIX / "imhi" / "train_data" / "dreaddit" / "train.csv" in files
-    assert len(files) == len(set(files)) == 15
+    assert len(files) == len(set(files)) == 18
 
 
 def test_whole_fixture_tree_reads_with_every_format():
     res = read(FIX)
-    assert set(res.formats.values()) == set(FORMATS)
+    assert set(res.formats.values()) == set(FORMATS) - NEVER_DETECTED
     assert len(res.conversations) == sum(n for *_, n in CASES) + 1 + 1  # + smilechat/17, + dreaddit train
 
 
@@ -383,6 +570,14 @@ def test_openai_record_errors(tmp_path, record, field, reason):
     ("e.jsonl", jsonl({"utterances": ["你好", "支持者：你好"]}), "utterances[0]", "no_speaker"),
     ("e.jsonl", jsonl({"utterances": ["求助者：你好", 7]}), "utterances[1]", "bad_content"),
     ("d.jsonl", jsonl({"id": "case_1", "raw_text": "（开始）\n来访者：你好"}), "raw_text line 1", "no_speaker"),
+    ("es.json", json.dumps([{"dialog": [{"speaker": "usr", "text": "q"}, {"speaker": "therapist", "text": "a"}]}]),
+     "dialog[1].speaker", "bad_role"),
+    ("es.json", json.dumps([{"dialog": [{"speaker": "seeker", "annotation": {}}]}]), "dialog[0].text", "bad_content"),
+    ("es.jsonl", jsonl({"dialog": [{"speaker": "sys", "content": "a", "annotation": "Question"}]}),
+     "dialog[0].annotation", "bad_annotation"),
+    ("es.jsonl", jsonl({"dialog": [{"speaker": "sys", "content": "a", "strategy": ["Question"]}]}),
+     "dialog[0].strategy", "bad_strategy"),
+    ("es.jsonl", jsonl({"text": '{"situation": "x", "dialog": [oops]}'}), "text", "bad_json"),
 ])
 def test_format_specific_errors_name_the_formats_own_field(tmp_path, name, text, field, reason):
     e = error_of(write(tmp_path, name, text))

@@ -84,6 +84,32 @@ def test_bad_recipe_values_are_errors_naming_the_key(override, message):
         load_recipe(RECIPES[0], [override])
 
 
+MAP = {"messages": "turns", "role": "who", "content": "text", "user": "client", "assistant": "counselor"}
+
+
+def test_data_map_in_a_recipe(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("data:\n  train: t.json\n  format: mapped\n  map: {messages: turns, role: who, content: text, "
+                 "user: client, assistant: counselor}\n", encoding="utf-8")
+    assert load_recipe(p).data.map == MAP
+    assert load_recipe(None, ["data.map={messages: turns, role: who, content: text, user: client, "
+                              "assistant: counselor}"]).data.map == MAP  # format auto + map = mapped
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.format=mapped", "data.format mapped needs data.map"),
+    ("data.format=chatml", "'data.format' must be one of openai, sharegpt"),
+    ("data.map={messages: turns, speaker: who}", "data.map: --map speaker=...: unknown key 'speaker'"),
+    ("data.map={messages: turns}", "data.map: --format mapped needs --map role=..."),
+    ("data.map=[messages, turns]", "'data.map' must be a mapping"),
+])
+def test_bad_data_map_is_an_error_at_load(override, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(None, [override])
+    with pytest.raises(RecipeError, match="does not apply to format 'sharegpt'"):
+        load_recipe(None, ["data.format=sharegpt", "data.map=" + json.dumps(MAP)])
+
+
 def test_overrides_parse_yaml_values():
     r = load_recipe(RECIPES[0], ["optim.lr=3e-4", "lora.target_modules=[q_proj, v_proj]", "train.max_steps=7"])
     assert r.optim.lr == 3e-4 and r.lora.target_modules == ["q_proj", "v_proj"] and r.train.max_steps == 7
@@ -130,6 +156,22 @@ def test_packing_and_padding_give_the_same_loss(tiny_model_dir, data_dir, tmp_pa
         first[packing] = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert first[True]["loss"] == pytest.approx(first[False]["loss"], rel=1e-5)
     assert first[True]["supervised_tokens"] == first[False]["supervised_tokens"]
+
+
+def test_training_reads_a_mapped_layout(tiny_model_dir, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, n in (("train", 4), ("validation", 2)):  # the tiny dialogues in a layout no reader knows
+        recs = [{"turns": [{"who": {"user": "client", "assistant": "counselor"}[m["role"]], "text": m["content"]}
+                           for m in d["messages"] if m["role"] != "system"]} for d in _dialogues(n)]
+        (data / f"{name}.json").write_text(json.dumps(recs), encoding="utf-8")
+    out = tmp_path / "run"
+    recipe = load_recipe(None, [*_overrides(tiny_model_dir, data, out, **{"train.max_steps": 1}),
+                                f"data.train={data / 'train.json'}", f"data.validation={data / 'validation.json'}",
+                                "data.map=" + json.dumps(MAP)])
+    run(recipe)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["steps"] == 1 and manifest["supervised_tokens"] > 0
 
 
 def test_finished_run_is_not_overwritten(tiny_model_dir, data_dir, tmp_path):

@@ -26,6 +26,8 @@ data_app = typer.Typer(help="Read, clean, split, inspect and fetch counseling co
 app.add_typer(data_app, name="data")
 
 FORMAT_HELP = "Input format; 'auto' detects it per file. See `psyassist data formats`."
+MAP_HELP = ("--format mapped: KEY=VALUE for messages, role, content, user, assistant (speaker values), system, "
+            "id (repeatable; docs/data.md), e.g. --map messages=dialog --map role=speaker --map user=usr.")
 
 
 @app.callback()
@@ -56,6 +58,7 @@ def data_prepare(
     sources: list[str] = typer.Argument(..., help="Files, directories or globs to read."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (replaced atomically)."),
     fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
+    mapping: list[str] = typer.Option([], "--map", help=MAP_HELP),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip malformed records (counted in the report)."),
     val_ratio: float = typer.Option(0.05, "--val-ratio", help="Share of conversations for validation."),
     val_size: int | None = typer.Option(None, "--val-size", help="Exact validation size (overrides --val-ratio)."),
@@ -86,9 +89,11 @@ def data_prepare(
     psyassist data prepare corpus.jsonl --out prepared/
     """
     from psyassist.data.prepare import PrepareOptions, prepare, print_summary
+    from psyassist.data.readers import parse_map
 
     opts = PrepareOptions(
-        fmt=fmt, skip_invalid=skip_invalid, val_ratio=val_ratio, val_size=val_size, seed=seed, stratify=stratify,
+        fmt=fmt, mapping=parse_map(mapping), skip_invalid=skip_invalid, val_ratio=val_ratio, val_size=val_size,
+        seed=seed, stratify=stratify,
         max_chars=max_chars, max_tokens=max_tokens, tokenizer=tokenizer, same_role=same_role,
         trim_trailing_user=trim_trailing_user, urls=urls, pii=pii, pii_names=pii_names,
         max_train_items=max_train_items,
@@ -103,6 +108,7 @@ def data_stats(
         None, "--tokenizer", "-t", help="Tokenizer directory: adds token percentiles and the supervised-token share."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
+    mapping: list[str] = typer.Option([], "--map", help=MAP_HELP),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad records and count them."),
 ) -> None:
     """Dialogues, turns, length percentiles, tags and supervised-token share.
@@ -112,7 +118,8 @@ def data_stats(
     from psyassist.data.readers import read_conversations
     from psyassist.data.stats import compute_stats, print_stats
 
-    res = read_conversations(sources, fmt, skip_invalid=skip_invalid, show_progress=not as_json)
+    res = read_conversations(sources, fmt, skip_invalid=skip_invalid, show_progress=not as_json,
+                             mapping=mapping)
     for w in res.warnings:
         err_console.print(f"[yellow]warning:[/] {w}")
     stats = compute_stats(res.conversations, tokenizer)
@@ -132,6 +139,7 @@ def data_show(
     max_chars: int | None = typer.Option(None, "--max-chars", help="Cut each turn after N characters."),
     full_system: bool = typer.Option(False, "--system", help="Show the system prompt whole instead of folded."),
     fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
+    mapping: list[str] = typer.Option([], "--map", help=MAP_HELP),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad records and count them."),
 ) -> None:
     """A readable terminal viewer for dialogues.
@@ -141,7 +149,7 @@ def data_show(
     from psyassist.data.readers import read_conversations
     from psyassist.data.show import select, show
 
-    res = read_conversations(sources, fmt, skip_invalid=skip_invalid)
+    res = read_conversations(sources, fmt, skip_invalid=skip_invalid, mapping=mapping)
     for w in res.warnings:
         err_console.print(f"[yellow]warning:[/] {w}")
     picked = select(res.conversations, index=index, id_=id_, tag=tag, rand=rand, seed=seed, limit=limit)
@@ -158,6 +166,7 @@ def data_overlap(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Also write the JSON report to this file."),
     fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
+    mapping: list[str] = typer.Option([], "--map", help=MAP_HELP),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad records and count them."),
 ) -> None:
     """Contamination check between a training and an evaluation set (character n-grams).
@@ -170,8 +179,10 @@ def data_overlap(
 
     if n < 1:
         raise PsyassistError(f"--n must be >= 1, got {n}")
-    tr = read_conversations([train], fmt, skip_invalid=skip_invalid, show_progress=not as_json)
-    ev = read_conversations([eval_], fmt, skip_invalid=skip_invalid, show_progress=not as_json)
+    tr = read_conversations([train], fmt, skip_invalid=skip_invalid, show_progress=not as_json,
+                            mapping=mapping)
+    ev = read_conversations([eval_], fmt, skip_invalid=skip_invalid, show_progress=not as_json,
+                            mapping=mapping)
     for w in tr.warnings + ev.warnings:
         err_console.print(f"[yellow]warning:[/] {w}")
     report = check_overlap(tr.conversations, ev.conversations, n=n, threshold=threshold)
@@ -223,6 +234,7 @@ def data_check(
     chat_template: str | None = typer.Option(None, "--chat-template", help="Template file overriding the tokenizer's."),
     full: bool = typer.Option(False, "--full", help="Do not fold long unsupervised text."),
     fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
+    mapping: list[str] = typer.Option([], "--map", help=MAP_HELP),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad records and count them."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
 ) -> None:
@@ -233,7 +245,8 @@ def data_check(
     from psyassist.data.check import run_check
     from psyassist.data.readers import read_conversations
 
-    res = read_conversations(sources, fmt, skip_invalid=skip_invalid, show_progress=not as_json)
+    res = read_conversations(sources, fmt, skip_invalid=skip_invalid, show_progress=not as_json,
+                             mapping=mapping)
     for w in res.warnings:
         err_console.print(f"[yellow]warning:[/] {w}")
     run_check(res.conversations, tokenizer, samples=samples, start=start, enable_thinking=thinking,
@@ -607,7 +620,8 @@ def eval_mcq(
     adapter: str | None = typer.Option(None, "--adapter", "-a", help="LoRA adapter directory."),
     fmt: str = typer.Option(
         "professional", "--format", "-f",
-        help="professional, plain, chat (seed 000), mmlu, 'all' (the seed's three), a .yaml template; comma list."),
+        help="professional, plain, chat (seed 000), mmlu, cmmlu (lm-evaluation-harness's prompts), "
+        "mmlu_no_description, 'all' (the seed's three), a .yaml template; comma list."),
     mode: str = typer.Option("logprob", "--mode", help="logprob (one forward per question) or generate (+ parsing)."),
     fewshot: int = typer.Option(0, "--fewshot", help="Examples before each question, the first K of --dev."),
     dev: list[str] = typer.Option([], "--dev", help="Few-shot source file (e.g. MMLU *_dev.csv)."),
@@ -808,6 +822,7 @@ def generate_cmd(
     allow_greedy: bool = typer.Option(False, "--allow-greedy", help="Allow --temperature 0 (loops; not advised)."),
     restart: bool = typer.Option(False, "--restart", help="Ignore an existing --output and start over."),
     fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
+    mapping: list[str] = typer.Option([], "--map", help=MAP_HELP),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip malformed records (counted)."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, bf16, fp16 or fp32."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)."),
@@ -827,7 +842,8 @@ def generate_cmd(
         thinking, seed=seed, **_sampling_overrides(temperature, top_p, top_k, max_new_tokens, allow_greedy))
     sampling.generate_kwargs()  # a refused greedy or a bad value fails before the model loads
     system = read_system_prompt(system_prompt, system_prompt_file)
-    items, skipped = read_items(input_, fmt=fmt, skip_invalid=skip_invalid, per_turn=per_turn, system_prompt=system)
+    items, skipped = read_items(input_, fmt=fmt, skip_invalid=skip_invalid, per_turn=per_turn,
+                                system_prompt=system, mapping=mapping)
     if skipped:
         err_console.print(f"[yellow]skipped[/] {sum(skipped.values())} invalid record(s): "
                           + ", ".join(f"{k} {v}" for k, v in skipped.most_common()))
@@ -858,6 +874,7 @@ def eval_gen(
         None, "--bertscore-model", help="Local model dir for BERTScore (e.g. bert-base-chinese); skipped if absent."),
     bertscore_layers: int | None = typer.Option(None, "--bertscore-layers", help="BERTScore layer (default: tuned)."),
     fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
+    mapping: list[str] = typer.Option([], "--map", help=MAP_HELP),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip malformed records (counted)."),
     restart: bool = typer.Option(False, "--restart", help="Ignore replies already generated in OUT."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, bf16, fp16 or fp32."),

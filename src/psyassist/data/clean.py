@@ -119,7 +119,7 @@ def clean_conversation(conv: Conversation, opts: CleanOptions = CleanOptions()) 
         if not text:
             modified["empty_turns"] += 1
             continue
-        msgs.append(Message(m.role, text))
+        msgs.append(Message(m.role, text, m.meta))
     if any_url:
         return drop("has_url")
 
@@ -133,7 +133,8 @@ def clean_conversation(conv: Conversation, opts: CleanOptions = CleanOptions()) 
         if len(merged) > start and merged[-1].role == m.role:
             if opts.same_role == "drop":
                 return drop("same_role")
-            merged[-1] = Message(m.role, merged[-1].content + "\n" + m.content)
+            merged[-1] = Message(m.role, merged[-1].content + "\n" + m.content,
+                                 _merge_meta(merged[-1].meta, m.meta))
             modified["same_role_merged"] += 1
         else:
             merged.append(m)
@@ -149,6 +150,19 @@ def clean_conversation(conv: Conversation, opts: CleanOptions = CleanOptions()) 
         return drop("too_long_chars")
     out = Conversation(conv.id, msgs, list(conv.tags), conv.source, dict(conv.meta))
     return CleanResult(out, None, modified, pii)
+
+
+def _merge_meta(a: dict | None, b: dict | None) -> dict | None:
+    """Per-turn labels of two merged turns: lists are joined (ESConv strategies), else the first value stays."""
+    if not a or not b:
+        return a or b
+    out = dict(a)
+    for k, v in b.items():
+        if k not in out:
+            out[k] = v
+        elif isinstance(out[k], list) and isinstance(v, list):
+            out[k] = out[k] + v
+    return out
 
 
 # --- deduplication -------------------------------------------------------------------

@@ -5,7 +5,8 @@
 Writes into DIR (swapped in only when complete: a crash leaves the old DIR or nothing):
   train.jsonl, validation.jsonl   one Conversation.to_dict() per line
   dataset_dict/                   datasets.load_from_disk(DIR/"dataset_dict") → DatasetDict
-                                  (train, validation; `meta` stored as a JSON string)
+                                  (train, validation; `meta` stored as a JSON string, with the
+                                  messages' own meta as `message_meta` when there is any)
   report.json, report.md          counts in/out, every drop and modification by rule
                                   (see psyassist.data.clean), PII per type, split sizes
                                   per first tag, the options used, input sha256s
@@ -38,6 +39,7 @@ UNTAGGED = "(untagged)"
 @dataclass(frozen=True)
 class PrepareOptions:
     fmt: str = "auto"
+    mapping: dict | None = None  # the keys of --format mapped (readers.parse_map)
     skip_invalid: bool = False
     val_ratio: float = 0.05
     val_size: int | None = None
@@ -109,7 +111,8 @@ def prepare(sources: list[str], out: str | Path, opts: PrepareOptions = PrepareO
     """Run the whole pipeline and write DIR atomically; returns the report dict."""
     from psyassist.data.readers import read_conversations
 
-    res = read_conversations(sources, opts.fmt, skip_invalid=opts.skip_invalid, show_progress=show_progress)
+    res = read_conversations(sources, opts.fmt, skip_invalid=opts.skip_invalid, show_progress=show_progress,
+                             mapping=opts.mapping)
     if not res.files:
         raise PsyassistError(f"no input files found for {sources}")
     for w in res.warnings:
@@ -206,7 +209,10 @@ def _write_dataset_dict(path: Path, train: list[Conversation], val: list[Convers
             "messages": [[m.to_dict() for m in c.messages] for c in convs],
             "tags": [list(c.tags) for c in convs],
             "source": [c.source for c in convs],
-            "meta": [json.dumps(c.meta, ensure_ascii=False) for c in convs],
+            # per-turn labels (ESConv strategies) ride in the meta JSON, one entry per message
+            "meta": [json.dumps({**c.meta, "message_meta": [m.meta for m in c.messages]}
+                                if any(m.meta for m in c.messages) else c.meta, ensure_ascii=False)
+                     for c in convs],
         }
 
     dd = datasets.DatasetDict({

@@ -7,8 +7,10 @@ Detection (`fmt="auto"`), per file, `.gz` read transparently:
   * `.csv` → by the header: questionID + answerText = counsel_chat, query + gpt-3.5-turbo = imhi.
   * text that starts with `[` or `{` → JSON: a JSON array, one pretty-printed object, or JSONL
     (one object per line).  The first record's keys pick the reader (`messages` = openai,
-    `conversations` = sharegpt, ...); a JSON list of strings is one CPsyCounE dialogue and a
-    JSON list of {role, content} one upstream SMILECHAT dialogue.
+    `conversations` = sharegpt, `dialog` = esconv, ...); a JSON list of strings is one CPsyCounE
+    dialogue and a JSON list of {role, content} one upstream SMILECHAT dialogue.
+  * `mapped` is never detected: `--format mapped --map messages=KEY --map role=KEY ...` (parse_map)
+    reads any JSON layout of a list of turns; a wrong key is an error naming the record and the key.
   * other text (`.txt`) → CPsyCounD paragraphs prefixed 来访者：/心理咨询师：.
   Unknown or ambiguous shapes are a DataError that lists the keys seen and the formats that
   exist; `--format NAME` forces a reader.  Files found by scanning a directory whose shape is
@@ -25,6 +27,7 @@ Conversation.from_dict per record, nothing else per record.
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import io
 import json
@@ -53,6 +56,11 @@ FORMATS: dict[str, str] = {
                     "top-voted answer per question (or all)",
     "imhi": "IMHI / MentalLLaMA CSV (query → user, gpt-3.5-turbo → assistant); tag = dataset name",
     "prompt_response": "{prompt, response, system?} as JSONL or a JSON array",
+    "esconv": "ESConv {situation, emotion_type, problem_type, dialog:[{speaker: usr|sys|seeker|supporter, "
+              "content|text, annotation?{strategy}|strategy?}]}; consecutive turns of one speaker merged; "
+              "situation and the other fields → meta, problem_type → tag, strategies → each reply's meta",
+    "mapped": "any JSON/JSONL list-of-turns layout, keys named with --map messages=, role=, content=, user=, "
+              "assistant= (role values), system=, id= (docs/data.md)",
 }
 _DETECTED_BY = {
     "openai": "key messages",
@@ -64,6 +72,8 @@ _DETECTED_BY = {
     "counsel_chat": "CSV header questionID + answerText",
     "imhi": "CSV header query + gpt-3.5-turbo",
     "prompt_response": "keys prompt + response",
+    "esconv": "key dialog; or a single key text holding such a record as a JSON string (thu-coai/esconv)",
+    "mapped": "never detected: --format mapped --map ...",
 }
 # Keys that identify a JSON record's format; exactly one entry must match the first record.
 _KEYS = {
@@ -73,6 +83,7 @@ _KEYS = {
     "alpaca": {"instruction", "output"},
     "cpsycoun": {"utterances"},
     "prompt_response": {"prompt", "response"},
+    "esconv": {"dialog"},
 }
 _CSV_FORMATS = ("counsel_chat", "imhi")
 _DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".txt")
@@ -274,6 +285,140 @@ def _cpsycoun(rec: Any) -> dict:
     return d
 
 
+# ESConv (Liu et al. 2021): the original ESConv.json says seeker/supporter + content + annotation.strategy;
+# thu-coai/esconv on the hub says usr/sys + text + strategy, each record a JSON string in a `text` column.
+_ESCONV_ROLES = {"usr": "user", "seeker": "user", "sys": "assistant", "supporter": "assistant"}
+
+
+def _esconv(rec: Any) -> dict:
+    rec = _obj(rec)
+    if "dialog" not in rec and isinstance(rec.get("text"), str):
+        try:
+            rec = json.loads(rec["text"])
+        except json.JSONDecodeError as e:
+            raise _Bad(f"an ESConv record as a JSON string ({e.msg} at char {e.pos})", "text",
+                       rec["text"][max(0, e.pos - 20):e.pos + 20], "bad_json") from None
+        if not isinstance(rec, dict):
+            raise _Bad("an ESConv record (a JSON object) as a JSON string", "text", _typename(rec),
+                       "not_an_object")
+    msgs: list[dict] = []
+    for i, turn in enumerate(_list(rec, "dialog", "{speaker, content} objects")):
+        where = f"dialog[{i}]"
+        if not isinstance(turn, dict):
+            raise _Bad("an object with 'speaker' and 'content' (or 'text')", where, _typename(turn),
+                       "bad_message")
+        spk = turn.get("speaker")
+        role = _ESCONV_ROLES.get(spk) if isinstance(spk, str) else None
+        if role is None:
+            raise _Bad("one of usr, sys, seeker, supporter", f"{where}.speaker", spk,
+                       "missing_role" if spk is None else "bad_role")
+        key = "content" if "content" in turn else "text"
+        text = _str(turn.get(key), f"{where}.{key}").strip()  # the original ends most turns with "\n"
+        ann = turn.get("annotation") or {}
+        if not isinstance(ann, dict):
+            raise _Bad("an object such as {strategy: ...}", f"{where}.annotation", _typename(ann),
+                       "bad_annotation")
+        strategy = turn.get("strategy", ann.get("strategy"))
+        if strategy is not None and not isinstance(strategy, str):
+            raise _Bad("a strategy name", f"{where}.strategy", strategy, "bad_strategy")
+        # A supporter often answers in several utterances, one strategy each: one turn, joined with "\n"
+        # as `data prepare --same-role merge` joins them, every strategy kept in order.
+        if msgs and msgs[-1]["role"] == role:
+            msgs[-1]["content"] = "\n".join(x for x in (msgs[-1]["content"], text) if x)
+        else:
+            msgs.append({"role": role, "content": text})
+        if strategy:
+            msgs[-1].setdefault("meta", {"strategy": []})["strategy"].append(strategy)
+    problem = rec.get("problem_type")
+    return _out(rec, msgs, tags=[problem] if isinstance(problem, str) and problem else [],
+                meta={k: v for k, v in rec.items() if k not in ("dialog", "id")})
+
+
+# `--format mapped`: the keys of any list-of-turns layout (LLaMA-Factory's dataset_info columns + tags).
+MAP_KEYS = {
+    "messages": "the record's key holding the list of turns",
+    "role": "the turn's key holding the speaker",
+    "content": "the turn's key holding the text",
+    "user": "speaker value(s) of the user, comma-separated",
+    "assistant": "speaker value(s) of the assistant, comma-separated",
+    "system": "the record's key holding the system prompt (optional)",
+    "id": "the record's key holding its id (optional)",
+}
+_MAP_REQUIRED = ("messages", "role", "content", "user", "assistant")
+MAP_EXAMPLE = "--map messages=dialog --map role=speaker --map content=text --map user=usr --map assistant=sys"
+
+
+def parse_map(spec: Sequence[str] | dict | None) -> dict[str, str] | None:
+    """`--map KEY=VALUE` pairs (CLI) or a {KEY: VALUE} dict (recipe `data.map`) → a checked dict."""
+    if not spec:
+        return None
+    if isinstance(spec, dict):
+        pairs = [(str(k), v) for k, v in spec.items()]
+    else:
+        pairs = [(p.partition("=")[0], p.partition("=")[2] if "=" in p else None) for p in spec]
+    out: dict[str, str] = {}
+    for key, val in pairs:
+        if key not in MAP_KEYS:
+            raise PsyassistError(f"--map {key}=...: unknown key {key!r}; the keys are "
+                                 + "; ".join(f"{k} ({v})" for k, v in MAP_KEYS.items()))
+        if not isinstance(val, str) or not val.strip():
+            raise PsyassistError(f"--map {key}: expected {key}=VALUE with a non-empty VALUE "
+                                 f"({MAP_KEYS[key]}), got {val!r}")
+        if key in out:
+            raise PsyassistError(f"--map {key} is given twice ({out[key]!r} and {val.strip()!r})")
+        out[key] = val.strip()
+    missing = [k for k in _MAP_REQUIRED if k not in out]
+    if missing:
+        raise PsyassistError(f"--format mapped needs --map {missing[0]}=... ({MAP_KEYS[missing[0]]}); "
+                             f"e.g. {MAP_EXAMPLE}")
+    both = set(out["user"].split(",")) & set(out["assistant"].split(","))
+    if both:
+        raise PsyassistError(f"--map: the speaker value {sorted(both)[0]!r} is given for both user and "
+                             "assistant")
+    return out
+
+
+def _keys(d: dict) -> str:
+    return ", ".join(sorted(map(str, d))[:20]) or "none"
+
+
+def _mapped(rec: Any, m: dict[str, str]) -> dict:
+    rec = _obj(rec)
+    key, rk, ck = m["messages"], m["role"], m["content"]
+    turns = rec.get(key)
+    if not isinstance(turns, list):
+        raise _Bad(f"a list of turns under '{key}' (--map messages={key}); this record's keys: {_keys(rec)}",
+                   key, _typename(turns), "missing_messages")
+    roles = {**dict.fromkeys(m["user"].split(","), "user"), **dict.fromkeys(m["assistant"].split(","), "assistant")}
+    msgs: list[dict] = []
+    if "system" in m:
+        if m["system"] not in rec:
+            raise _Bad(f"a system prompt under '{m['system']}' (--map system={m['system']}); this record's "
+                       f"keys: {_keys(rec)}", m["system"], None, "missing_system")
+        msgs += _system(rec, m["system"])
+    for i, turn in enumerate(turns):
+        where = f"{key}[{i}]"
+        if not isinstance(turn, dict):
+            raise _Bad(f"an object with '{rk}' and '{ck}'", where, _typename(turn), "bad_message")
+        if rk not in turn or ck not in turn:
+            k, flag = (rk, "role") if rk not in turn else (ck, "content")
+            raise _Bad(f"a key '{k}' (--map {flag}={k}); this turn's keys: {_keys(turn)}", f"{where}.{k}",
+                       None, f"missing_{flag}")
+        val = turn[rk]
+        role = roles.get(str(val)) if isinstance(val, (str, int)) and not isinstance(val, bool) else None
+        if role is None:
+            raise _Bad(f"a speaker value among {', '.join(roles)} (--map user=... --map assistant=...)",
+                       f"{where}.{rk}", val, "bad_role")
+        msgs.append({"role": role, "content": _str(turn[ck], f"{where}.{ck}")})
+    out = {"messages": msgs}
+    if "id" in m:
+        if m["id"] not in rec:
+            raise _Bad(f"an id under '{m['id']}' (--map id={m['id']}); this record's keys: {_keys(rec)}",
+                       m["id"], None, "missing_id")
+        out["id"] = rec[m["id"]]
+    return out
+
+
 _JSON_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "openai": _openai,
     "sharegpt": _sharegpt,
@@ -282,6 +427,7 @@ _JSON_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "smilechat": _smilechat,
     "cpsycoun": _cpsycoun,
     "prompt_response": _prompt_response,
+    "esconv": _esconv,
 }
 
 # An item is (line or None, record index or None, default id, record or a DataError to report).
@@ -318,6 +464,8 @@ def _detect_record(rec: Any, name: str, line: int | None, record: int | None) ->
     found = [f for f, need in _KEYS.items() if need <= keys]
     if not found and "raw_text" in keys:
         found = ["cpsycoun"]
+    if not found and keys == {"text"} and '"dialog"' in str(rec["text"]):  # thu-coai/esconv: a JSON string
+        found = ["esconv"]
     if len(found) != 1:
         raise _unknown(name, list(keys), found, line, record)
     return found[0]
@@ -383,7 +531,7 @@ def _json_items(text: str, start: int, path: Path, name: str, stem: str,
         raise _bad_json(name, e, None, None, text, "a valid JSON document") from None
     if isinstance(doc, dict):
         fmt = fmt if fmt != "auto" else _detect_record(doc, name, None, 0)
-        return fmt, iter([(None, 0, f"{stem}-0", doc)]), _JSON_CONVERTERS[fmt]
+        return fmt, iter([(None, 0, f"{stem}-0", doc)]), _JSON_CONVERTERS.get(fmt, _openai)
     if not isinstance(doc, list):
         raise DataError(name, "a JSON array or object", got=_typename(doc), reason="unknown_format",
                         hint=_FORMAT_HINT)
@@ -586,7 +734,7 @@ def expand_sources(sources: Sequence[str | Path]) -> list[Path]:
 
 
 def _read_file(path: Path, fmt: str, scanned: bool, res: ReadResult, skip_invalid: bool, counsel_chat: str,
-               progress: bool) -> None:
+               progress: bool, mapping: dict[str, str] | None = None) -> None:
     name = str(path)
     base = Path(path.name[:-3] if path.name.lower().endswith(".gz") else path.name)
     stem, suffix = base.stem, base.suffix.lower()
@@ -606,6 +754,8 @@ def _read_file(path: Path, fmt: str, scanned: bool, res: ReadResult, skip_invali
         else:
             raise DataError(name, f"JSON (an array, an object, or one object per line) for format {fmt}",
                             got=text[start:start + 30], reason="bad_json", hint=_FORMAT_HINT)
+        if fmt == "mapped":
+            convert = functools.partial(_mapped, m=mapping)
     except DataError as e:
         if scanned and e.reason in ("unknown_format", "ambiguous_format"):
             res.warnings.append(f"{name}: not read, not a known format (pass --format NAME to read it)")
@@ -654,15 +804,23 @@ def _read_file(path: Path, fmt: str, scanned: bool, res: ReadResult, skip_invali
 
 
 def read_conversations(sources, fmt: str = "auto", *, skip_invalid: bool = False,
-                       counsel_chat: str = "top", show_progress: bool = True) -> ReadResult:
+                       counsel_chat: str = "top", show_progress: bool = True,
+                       mapping: Sequence[str] | dict | None = None) -> ReadResult:
     """Read every file of `sources` (files, directories, globs) into one ReadResult.
 
     fmt: "auto" (detect per file) or a FORMATS name forced on every file.
     counsel_chat: "top" keeps the most up-voted answer per question, "all" every answer.
+    mapping: the keys of format "mapped" (see parse_map); given with fmt "auto", it means "mapped".
     Raises DataError on the first bad record unless skip_invalid, and when nothing was read.
     """
     if fmt != "auto" and fmt not in FORMATS:
         raise PsyassistError(f"unknown format {fmt!r}; use auto or one of: {', '.join(FORMATS)}")
+    mapping = parse_map(mapping)
+    if mapping and fmt not in ("auto", "mapped"):
+        raise PsyassistError(f"--map names the keys of --format mapped; it does not apply to --format {fmt}")
+    fmt = "mapped" if mapping else fmt
+    if fmt == "mapped" and not mapping:
+        raise PsyassistError(f"--format mapped needs the keys of the layout, e.g. {MAP_EXAMPLE}")
     if counsel_chat not in ("top", "all"):
         raise PsyassistError(f"counsel_chat must be 'top' or 'all', got {counsel_chat!r}")
     if isinstance(sources, (str, Path)):
@@ -671,7 +829,7 @@ def read_conversations(sources, fmt: str = "auto", *, skip_invalid: bool = False
     res = ReadResult()
     many = show_progress and len(files) > 1  # one bar at a time: over files, or over one file's records
     for path, scanned in (track(files, "reading files") if many else files):
-        _read_file(path, fmt, scanned, res, skip_invalid, counsel_chat, show_progress and not many)
+        _read_file(path, fmt, scanned, res, skip_invalid, counsel_chat, show_progress and not many, mapping)
     if not res.conversations:
         where = str(files[0][0]) if len(files) == 1 else f"{len(files)} files ({files[0][0]}, ...)"
         skipped = ", ".join(f"{k} {v}" for k, v in res.skipped.most_common()) or "none"

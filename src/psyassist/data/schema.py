@@ -3,8 +3,10 @@
     python -c "from psyassist.data.schema import Conversation; print(Conversation.from_dict({'id': 'x', 'messages': [{'role': 'user', 'content': 'hi'}]}, file='-'))"
 
 On disk a conversation is one JSON object per line:
-    {"id": str, "messages": [{"role": "system"|"user"|"assistant", "content": str}],
+    {"id": str, "messages": [{"role": "system"|"user"|"assistant", "content": str, "meta"?: {...}}],
      "tags": [str], "source": str, "meta": {...}}
+A message's optional `meta` holds per-turn labels (ESConv's support strategies: {"strategy": [...]});
+it travels with the turn through cleaning and is never shown to a chat template.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ ROLES = ("system", "user", "assistant")
 class Message:
     role: str
     content: str
+    meta: dict[str, Any] | None = None  # per-turn labels; not part of to_dict(), which chat templates see
 
     def to_dict(self) -> dict[str, str]:
         return {"role": self.role, "content": self.content}
@@ -44,7 +47,7 @@ class Conversation:
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "messages": [m.to_dict() for m in self.messages],
+            "messages": [{**m.to_dict(), "meta": m.meta} if m.meta else m.to_dict() for m in self.messages],
             "tags": list(self.tags),
             "source": self.source,
             "meta": dict(self.meta),
@@ -102,4 +105,7 @@ def validate_message(m: Any, i: int, err) -> Message:
     if not isinstance(content, str):
         raise err("a string", f"messages[{i}].content", content if content is None else type(content).__name__,
                   "bad_content")
-    return Message(role=role, content=content)
+    meta = m.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        raise err("an object", f"messages[{i}].meta", type(meta).__name__, "bad_meta")
+    return Message(role=role, content=content, meta=meta or None)

@@ -50,6 +50,7 @@ class GenConfig:
     adapter: str | None = None
     replies: str | None = None  # score this replies JSONL instead of generating
     fmt: str = "auto"
+    mapping: dict | None = None  # the keys of --format mapped (readers.parse_map)
     turns: str = "all"
     limit: int | None = None
     thinking: bool = False
@@ -88,6 +89,7 @@ class GenConfig:
                   "--max-new-tokens", str(self.max_new_tokens), "--thinking" if self.thinking else "--no-thinking"]
             a += ["--greedy"] if self.greedy else []
             a += ["--format", self.fmt] if self.fmt != "auto" else []
+            a += [f"--map={k}={v}" for k, v in (self.mapping or {}).items()]
         a += ["--limit", str(self.limit)] if self.limit else []
         a += ["--lang", self.lang] if self.lang != "auto" else []
         a += ["--embed-model", self.embed_model] if self.embed_model != "default" else []
@@ -291,7 +293,7 @@ def run_gen(cfg: GenConfig, out: str | Path, loaded=None) -> dict:
         rows = read_replies(cfg.replies)[:cfg.limit]
         data = {"replies": cfg.replies, "sha256": hashlib.sha256(Path(cfg.replies).read_bytes()).hexdigest()}
     else:
-        res = read_conversations(cfg.data, cfg.fmt, skip_invalid=cfg.skip_invalid)
+        res = read_conversations(cfg.data, cfg.fmt, skip_invalid=cfg.skip_invalid, mapping=cfg.mapping)
         for w in res.warnings:
             warn(w)
         items, counts = cut_contexts(res.conversations, cfg.turns)

@@ -27,11 +27,14 @@ model, adapter, seed, data hashes and package versions, and the command that rep
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.metadata
 import json
+import os
 import platform
 import shlex
+import string
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -54,9 +57,13 @@ MULTI_RULE = ("multi-answer: option probabilities renormalised over the options;
               "p >= 1/n_options (the top one always); correct only on an exact set match")
 RESULTS_KIND = "psyassist.eval.mcq"
 
-# The lm-evaluation-harness task that reads an MMLU CSV (no header) with MMLU's zero-shot prompt and
-# " A".." D" continuations — the same prompt as `--format mmlu`.  tests/test_mcq_agreement.py and
-# benchmarks/mcq_agreement.py run it to show that logprob `acc` equals lm-eval's.
+# lm-evaluation-harness tasks over the local CSVs, with the harness's own prompts — the prompts of
+# `--format mmlu` / `--format cmmlu` (description, doc_to_text, target_delimiter " ": continuations
+# " A".." D").  tests/test_mcq_agreement.py and benchmarks/mcq_agreement.py run them to show that every
+# prompt, continuation and log-likelihood equals lm-eval's.
+# MMLU: the harness's mmlu_* tasks read cais/mmlu ({question, choices, answer: int}); the hendrycks CSV has
+# no header, so this task writes the same prompt over its columns (tests/test_mcq_agreement.py checks the
+# strings against the shipped task).  Fill: name, csv, subject ("professional psychology").
 LM_EVAL_MMLU_TASK = """task: {name}
 dataset_path: csv
 dataset_kwargs:
@@ -66,15 +73,49 @@ dataset_kwargs:
   keep_default_na: false
 output_type: multiple_choice
 test_split: test
+description: "The following are multiple choice questions (with answers) about {subject}.\\n\\n"
 doc_to_text: "{{{{question.strip()}}}}\\nA. {{{{A}}}}\\nB. {{{{B}}}}\\nC. {{{{C}}}}\\nD. {{{{D}}}}\\nAnswer:"
 doc_to_choice: ["A", "B", "C", "D"]
 doc_to_target: "{{{{['A', 'B', 'C', 'D'].index(answer)}}}}"
 metric_list:
   - metric: acc
 """
+# CMMLU: the local CSVs have haonan-li/cmmlu's columns, so this is the harness's shipped task itself, only
+# reading local files (keep_default_na: an option "None" stays text, as in the hub's parquet).
+# Fill: tasks (the lm_eval/tasks folder), subject (professional_psychology), name, csv, dev.
+LM_EVAL_CMMLU_TASK = """include: {tasks}/cmmlu/cmmlu_{subject}.yaml
+task: {name}
+dataset_path: csv
+dataset_name: null
+dataset_kwargs:
+  data_files:
+    test: {csv}
+    dev: {dev}
+  keep_default_na: false
+"""
 
 
 # --- prompt formats ------------------------------------------------------------------------
+
+# The placeholders each template key may use ({{ and }} are literal braces).
+PLACEHOLDERS = {"user": ("question", "options", "letters", "subject"), "description": ("subject",),
+                "option_line": ("letter", "text")}
+# lm-evaluation-harness task keys: the same meaning under another name ...
+LM_EVAL_ALIASES = {"target_delimiter": "letter_prefix", "fewshot_delimiter": "fewshot_separator"}
+# ... and the ones with no template key of their own: what does their job here.
+LM_EVAL_EQUIVALENTS = {
+    "doc_to_text": "'user' ({question} {options} {letters} {subject}; options are written with option_line)",
+    "doc_to_choice": "nothing: the choices are the question's own letters A, B, ... after 'letter_prefix'",
+    "doc_to_target": "nothing: the gold answer is the benchmark's answer column (eval mcq --map answer=COL)",
+    "gen_prefix": "'answer_prefix' (text between the prompt and the letter)",
+    "num_fewshot": "the option --fewshot K (with --dev FILE)",
+    "fewshot_config": "the options --fewshot K --dev FILE (the first K dev items, lm-eval's first_n sampler)",
+    "fewshot_split": "the option --dev FILE",
+    "output_type": "the option --mode (logprob = multiple_choice, generate = generate_until)",
+    "metric_list": "nothing: accuracy with a Wilson interval is always reported",
+    **dict.fromkeys(("task", "dataset_path", "dataset_name", "dataset_kwargs", "test_split"),
+                    "the option --bench FILE (and --layout / --map for its columns)"),
+}
 
 
 @dataclass(frozen=True)
@@ -82,47 +123,99 @@ class PromptFormat:
     name: str
     user: str
     system: str | None = None
+    description: str = ""  # written once, before the few-shot examples (lm-eval's `description`)
     chat: bool = False  # render through the model's chat template (psyassist.render)
     answer_prefix: str = ""  # text between the prompt and the answer letter
-    letter_prefix: str = ""  # before each letter continuation: " " for lm-eval's " A"
+    letter_prefix: str = ""  # before each letter continuation: " " for lm-eval's " A" (its target_delimiter)
     option_line: str = "{letter}. {text}"
     fewshot_separator: str = "\n\n"
+    subject_names: dict[str, str] | None = None  # subject id → what {subject} shows (CMMLU: Chinese names)
     source: str = ""
+
+    def subject_text(self, item: MCQItem) -> str:
+        """{subject}: the template's name for it, else the id with spaces ("professional psychology", as
+        lm-eval's MMLU description writes it)."""
+        return (self.subject_names or {}).get(item.subject, item.subject.replace("_", " "))
 
     def user_text(self, item: MCQItem) -> str:
         opts = "\n".join(self.option_line.format(letter=ltr, text=t) for ltr, t in zip(item.letters, item.options, strict=True))
-        try:
-            return self.user.format(question=item.question, options=opts, letters="/".join(item.letters),
-                                    subject=item.subject)
-        except (KeyError, IndexError, ValueError) as e:
-            raise PsyassistError(f"prompt format '{self.name}' ({self.source}): bad placeholder {e}; use "
-                                 "{question} {options} {letters} {subject}, and {{ }} for literal braces") from e
+        return self.user.format(question=item.question, options=opts, letters="/".join(item.letters),
+                                subject=self.subject_text(item))
+
+    def description_text(self, item: MCQItem) -> str:
+        return self.description.format(subject=self.subject_text(item))
+
+
+def _placeholder_error(key: str, text: str) -> str | None:
+    allowed = PLACEHOLDERS[key]
+    try:
+        names = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+    except ValueError as e:
+        return f"{key}: {e} (write {{{{ and }}}} for literal braces)"
+    for f in names:
+        if f not in allowed:
+            close = difflib.get_close_matches(f.lower(), allowed, n=1, cutoff=0.6)
+            hint = f"did you mean {{{close[0]}}}? " if close else ""
+            return (f"{key} uses the placeholder {{{f}}}; {hint}{key} may use "
+                    + " ".join(f"{{{a}}}" for a in allowed) + " (and {{ }} for literal braces)")
+    return None
 
 
 def load_format(name_or_path: str) -> PromptFormat:
-    """A shipped format (professional, plain, chat, mmlu) or a YAML file of the same shape."""
+    """A shipped format (shipped_formats()) or a YAML file of the same shape, checked before any model loads:
+    keys (lm-eval's target_delimiter / fewshot_delimiter accepted), types and placeholders."""
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") and p.is_file():
+    if p.suffix in (".yaml", ".yml") or "/" in name_or_path or os.sep in name_or_path:
+        if not p.is_file():
+            raise PsyassistError(f"prompt template file {name_or_path} does not exist (looked at "
+                                 f"{p.resolve()}); shipped formats: {', '.join(shipped_formats())}")
         path, name = p, p.stem
     else:
         path = Path(str(files("psyassist") / "resources" / "mcq_prompts" / f"{name_or_path}.yaml"))
         name = name_or_path
         if not path.is_file():
             raise PsyassistError(f"unknown prompt format '{name_or_path}': use {', '.join(shipped_formats())}, "
-                                 "all, or a .yaml file with user: (and optionally system:, chat:, answer_prefix:)")
+                                 "all, or a .yaml template file (docs/eval.md, Prompt formats)")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise PsyassistError(f"{path}: not valid YAML ({e})") from e
-    known = {f.name for f in fields(PromptFormat)} - {"name", "source"}
-    if not isinstance(raw, dict) or not isinstance(raw.get("user"), str):
+    if not isinstance(raw, dict) or not isinstance(raw.get("user", raw.get("doc_to_text")), str):
         raise PsyassistError(f"{path}: expected a mapping with a 'user' template string")
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise PsyassistError(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
+    for alias, key in LM_EVAL_ALIASES.items():
+        if alias in raw:
+            if key in raw:
+                raise PsyassistError(f"{path}: '{alias}' (lm-evaluation-harness) and '{key}' mean the same; "
+                                     "keep one")
+            raw[key] = raw.pop(alias)
+    known = [f.name for f in fields(PromptFormat) if f.name not in ("name", "source")]
+    problems = []
+    for k in raw:
+        if k in known:
+            continue
+        if k in LM_EVAL_EQUIVALENTS:
+            problems.append(f"'{k}' is lm-evaluation-harness's; here use {LM_EVAL_EQUIVALENTS[k]}")
+        else:
+            close = difflib.get_close_matches(str(k), known, n=1)
+            problems.append(f"unknown key '{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    if problems:
+        raise PsyassistError(f"{path}: " + "; ".join(problems) + f". Known keys: {', '.join(known)}; also "
+                             f"accepted: {', '.join(f'{a} (= {b})' for a, b in LM_EVAL_ALIASES.items())}")
+    for k, v in raw.items():
+        want = {"chat": bool, "subject_names": dict}.get(k, str)
+        if not (isinstance(v, want) or (v is None and k in ("system", "subject_names"))):
+            what = "a mapping" if want is dict else want.__name__
+            raise PsyassistError(f"{path}: '{k}' must be {what}, got {v!r}")
+    if raw.get("subject_names") and not all(isinstance(v, str) for v in raw["subject_names"].values()):
+        raise PsyassistError(f"{path}: 'subject_names' must map each subject id to a name (a string)")
+    for key in PLACEHOLDERS:
+        msg = _placeholder_error(key, raw[key]) if key in raw else None
+        if msg:
+            raise PsyassistError(f"{path}: {msg}")
     fmt = PromptFormat(name=name, source=str(path), **raw)
     if fmt.system and not fmt.chat:
-        raise PsyassistError(f"{path}: 'system' needs chat: true (a raw prompt has no system turn)")
+        raise PsyassistError(f"{path}: 'system' needs chat: true (a raw prompt has no system turn; "
+                             "'description' is written once at the top of a raw prompt)")
     return fmt
 
 
@@ -140,16 +233,24 @@ def parse_formats(spec: str) -> list[PromptFormat]:
 
 
 def build_prompt(fmt: PromptFormat, item: MCQItem, shots: list[MCQItem], renderer=None) -> str:
-    """The exact text the model reads; the answer letter comes right after it."""
+    """The exact text the model reads; the answer letter comes right after it.
+
+    Raw formats: description + shot_1 + sep + ... + shot_K + sep + question, each shot answered with
+    answer_prefix + letter_prefix + LETTER — lm-evaluation-harness's description + fewshot examples
+    (target_delimiter + target, fewshot_delimiter) + doc_to_text.  Chat formats: the description ends the
+    system message, as lm-eval puts it there when it applies a chat template.
+    """
+    desc = fmt.description_text(item)
     if fmt.chat:
-        msgs = [{"role": "system", "content": fmt.system}] if fmt.system else []
+        system = "\n\n".join(x for x in (fmt.system, desc.strip()) if x)
+        msgs = [{"role": "system", "content": system}] if system else []
         for s in shots:
             msgs += [{"role": "user", "content": fmt.user_text(s)},
                      {"role": "assistant", "content": fmt.answer_prefix + fmt.letter_prefix.lstrip() + s.answer}]
         msgs.append({"role": "user", "content": fmt.user_text(item)})
         return renderer.inference_prompt(msgs) + fmt.answer_prefix
     parts = [fmt.user_text(s) + fmt.answer_prefix + fmt.letter_prefix + s.answer for s in shots]
-    return fmt.fewshot_separator.join([*parts, fmt.user_text(item) + fmt.answer_prefix])
+    return desc + fmt.fewshot_separator.join([*parts, fmt.user_text(item) + fmt.answer_prefix])
 
 
 def rotate(item: MCQItem, r: int) -> MCQItem:
@@ -352,6 +453,7 @@ class MCQConfig:
             raise PsyassistError("--fewshot K needs K >= 0 and --dev FILE (the split the examples come from)")
         if self.batch_size < 1 or self.max_new_tokens < 1 or (self.limit is not None and self.limit < 1):
             raise PsyassistError("--batch-size, --max-new-tokens and --limit must be >= 1")
+        parse_formats(self.formats)  # a bad template (key, placeholder, missing file) fails before loading
 
     def command(self) -> str:
         """The CLI line that reproduces this run."""
@@ -431,12 +533,12 @@ def run_mcq(cfg: MCQConfig, out: str | Path | None = None, loaded=None) -> dict:
     """
     from psyassist.infer.engine import Sampling, load
 
+    fmts = parse_formats(cfg.formats)
     data = load_mcq(cfg.bench, cfg.layout, cfg.mapping, cfg.skip_invalid)
     items = data.items[: cfg.limit] if cfg.limit else data.items
     shots = load_mcq(cfg.dev, cfg.layout, cfg.mapping).items[: cfg.fewshot] if cfg.fewshot else []
     if cfg.fewshot and len(shots) < cfg.fewshot:
         raise PsyassistError(f"--fewshot {cfg.fewshot}: the dev split has only {len(shots)} items")
-    fmts = parse_formats(cfg.formats)
     loaded = load(cfg.model, adapter=cfg.adapter, enable_thinking=cfg.thinking, dtype=cfg.dtype,
                   device=cfg.device) if loaded is None else loaded.with_thinking(cfg.thinking)
 
@@ -467,7 +569,7 @@ def run_mcq(cfg: MCQConfig, out: str | Path | None = None, loaded=None) -> dict:
     for (fi, ii, shown, prompt), pred, sc, o in zip(variants, preds, scores, outputs, strict=True):
         row = {"gold": shown.answer, "pred": pred, "correct": pred == shown.answer, "prompt": prompt}
         if sc is not None:
-            row["scores"] = dict(zip(shown.letters, (round(x, 4) for x in sc), strict=True))
+            row["scores"] = dict(zip(shown.letters, sc, strict=True))  # full precision, for agreement audits
         if o is not None:
             row["output"] = o
         per[(fi, ii)].append(row)

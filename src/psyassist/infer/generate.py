@@ -131,22 +131,24 @@ def _items_of(conv, per_turn: bool) -> list[Item]:
 
 
 def read_items(sources: list[str], *, fmt: str = "auto", skip_invalid: bool = False, per_turn: bool = False,
-               system_prompt: str | None = None) -> tuple[list[Item], Counter]:
+               system_prompt: str | None = None,
+               mapping: list[str] | dict | None = None) -> tuple[list[Item], Counter]:
     """The records to generate for and the skipped counts by reason.
 
     Order: the {id, prompt} JSONL files first, then the corpora, each in the order given.
+    `mapping` (--map) reads the corpora with format "mapped" (readers.parse_map).
     """
     from psyassist.data.readers import expand_sources, read_conversations
 
     skipped: Counter = Counter()
     items: list[Item] = []
     files = expand_sources(sources)
-    prompt_files = [p for p in files if fmt == "auto" and _is_prompt_jsonl(p)]
+    prompt_files = [p for p in files if fmt == "auto" and not mapping and _is_prompt_jsonl(p)]
     for p in prompt_files:
         items += _read_prompts(p, skip_invalid, skipped)
     rest = [str(p) for p in files if p not in prompt_files]
     if rest:
-        res = read_conversations(rest, fmt, skip_invalid=skip_invalid, show_progress=False)
+        res = read_conversations(rest, fmt, skip_invalid=skip_invalid, show_progress=False, mapping=mapping)
         for w in res.warnings:
             warn(w)
         skipped.update(res.skipped)

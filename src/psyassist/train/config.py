@@ -45,6 +45,7 @@ class DataCfg:
     train: str = ""  # prepared train.jsonl (or any corpus layout the readers understand)
     validation: str | None = None
     format: str = "auto"
+    map: dict[str, str] | None = None  # format mapped: {messages: dialog, role: speaker, content: text, ...}
     max_length: int = 2048  # tokens per dialogue; oldest exchanges dropped first (render.py)
     max_train_items: int | None = None  # quick mode (seed 001: 300)
     max_eval_items: int | None = None  # quick mode (seed 001: 20)
@@ -53,6 +54,20 @@ class DataCfg:
 
     def __post_init__(self):
         _positive("data.max_length", self.max_length)
+        from psyassist.data.readers import FORMATS, parse_map
+
+        if self.format != "auto":
+            _choice("data.format", self.format, tuple(FORMATS))
+        try:
+            self.map = parse_map(self.map)
+        except PsyassistError as e:
+            raise RecipeError(f"data.map: {e}") from None
+        if self.map and self.format not in ("auto", "mapped"):
+            raise RecipeError(f"data.map names the keys of format mapped; it does not apply to format "
+                              f"{self.format!r}")
+        if self.format == "mapped" and not self.map:
+            raise RecipeError("data.format mapped needs data.map: {messages: KEY, role: KEY, content: KEY, "
+                              "user: VALUE, assistant: VALUE}")
 
 
 @dataclass
@@ -224,6 +239,11 @@ def _coerce(value: Any, tp, where: str, key: str):
             except RecipeError as e:
                 errors.append(str(e))
         raise RecipeError(errors[0] if len(errors) == 1 else f"{where}: '{key}' has the wrong type: {value!r}")
+    if origin is dict:
+        kt, vt = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: '{key}' must be a mapping, got {value!r}")
+        return {_coerce(k, kt, where, key): _coerce(v, vt, where, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, list):

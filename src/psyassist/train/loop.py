@@ -239,7 +239,7 @@ def run(recipe: Recipe, *, resume: bool = False, recipe_path: str | None = None)
 def _load_split(cfg: Recipe, tok, source: str, limit: int | None, main: bool):
     from psyassist.data.readers import read_conversations
 
-    res = read_conversations([source], cfg.data.format, show_progress=main)
+    res = read_conversations([source], cfg.data.format, show_progress=main, mapping=cfg.data.map)
     convs = res.conversations
     if limit is not None and limit < len(convs):
         keep = sorted(random.Random(cfg.train.seed).sample(range(len(convs)), limit))
