@@ -205,6 +205,58 @@ def test_crisis_message_shows_the_panel_with_resources_and_still_gets_a_reply(lo
     assert [d.level for d in s.flagged] == ["urgent"]
 
 
+def _prompts(s: ChatSession, monkeypatch) -> list[str]:
+    """The prompt of every reply the session generates, as the model receives it."""
+    seen, real = [], s._generate
+
+    def spy(prompt, streamer):
+        seen.append(prompt)
+        return real(prompt, streamer)
+
+    monkeypatch.setattr(s, "_generate", spy)
+    return seen
+
+
+def test_a_flagged_turn_gives_the_model_the_crisis_guidance_for_that_turn_only(loaded, monkeypatch, tmp_path):
+    log = tmp_path / "events.jsonl"
+    s, buf = _session(loaded, region="us", system_prompt="You are a warm counselor.", safety_log=log)
+    prompts = _prompts(s, monkeypatch)
+    s.send("I feel a bit tired today.")
+    s.send(CRISIS)
+    s.send("Thanks for listening.")
+    calm, crisis, after = prompts
+    assert "Ask directly whether they are safe right now" not in calm + after  # that turn only
+    assert "Ask directly whether they are safe right now" in crisis and "988" in crisis
+    assert crisis.index("You are a warm counselor.") < crisis.index("Safety instruction") < crisis.index(CRISIS)
+    assert s.last_guidance == "" and s.guided_turns == [2]
+    assert all("Safety instruction" not in m["content"] for m in s.history)  # never kept in the conversation
+    assert "crisis guidance added to the model's instructions" in buf.getvalue()
+    assert json.loads(log.read_text(encoding="utf-8"))["guidance"] is True
+    s.cmd_save(str(tmp_path / "c.json"))
+    assert json.loads((tmp_path / "c.json").read_text(encoding="utf-8"))["meta"]["crisis_guidance_turns"] == [2]
+
+
+def test_a_guidance_that_does_not_fit_the_context_is_left_out_not_the_reply(loaded, monkeypatch):
+    s, _ = _session(loaded)
+    n = len(loaded.tok(s.window(CRISIS)[1], add_special_tokens=False)["input_ids"])
+    s.context = n + s.sampling.max_new_tokens + 2  # the message fits, message + instruction do not
+    prompts = _prompts(s, monkeypatch)
+    gen = s.send(CRISIS)
+    assert gen.new_tokens == 4 and "Safety instruction" not in prompts[0] and s.guided_turns == []
+
+
+def test_crisis_guidance_off_switch(loaded, monkeypatch, cli, endless_model_dir):
+    s, buf = _session(loaded, crisis_guidance=False)
+    prompts = _prompts(s, monkeypatch)
+    s.send(CRISIS)
+    assert "URGENT: possible crisis" in buf.getvalue()  # the panel still shows
+    assert "Safety instruction" not in prompts[0] and s.guided_turns == []
+    monkeypatch.setattr(sys, "stdin", io.StringIO(CRISIS + "\n/quit\n"))
+    code, out, err = cli(["chat", "--model", endless_model_dir, "--max-new-tokens", "2", "--no-crisis-guidance"])
+    assert code == 0, err
+    assert "crisis guidance off" in out and "URGENT" in out and "crisis guidance added" not in out
+
+
 def test_privacy_log_has_no_text(loaded, tmp_path):
     log = tmp_path / "events.jsonl"
     s, _ = _session(loaded, safety_log=log, privacy=True)

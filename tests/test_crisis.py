@@ -244,6 +244,18 @@ def test_first_chars_drive_the_fast_chinese_scan():
     assert crisis._ZH_FIRST_SET and "想" in crisis._ZH_FIRST_SET
 
 
+def test_the_per_character_gates_find_what_the_whole_alternation_finds():
+    """_gate_hits tries, at each possible start, only the rules that can start there; it must miss nothing."""
+    from psyassist.safety.evalset import load_evalset
+
+    texts = [it["text"] for it in load_evalset()]
+    for lang, rules in (("en", crisis._EN_RULES), ("zh", crisis._ZH_RULES)):
+        whole = crisis._gate_for(tuple(p for *_, p in rules), lang == "en")
+        for t in texts:
+            s, _ = normalize(t)
+            assert {m.start() for m in whole.finditer(s)} <= {a for a, _ in crisis._gate_hits(s, lang)}, t
+
+
 def test_empty_and_lang_argument():
     assert detect("").level == "none" and detect("   ").level == "none"
     assert detect("我想自杀", lang="en").level == "none" and detect("我想自杀", lang="zh").level == "urgent"
@@ -251,19 +263,12 @@ def test_empty_and_lang_argument():
         detect("x", lang="fr")
 
 
-def test_speed_of_a_1000_character_message():
+def test_a_1000_character_message_is_scanned_whole():
+    # The urgent sentence is the last 20 characters: the detector reads the whole message, not a prefix.
+    # (Its speed is measured in benchmarks/crisis_detect.py, as a ratio, not asserted here.)
     text = ("我最近工作压力很大，晚上总是睡不着，" * 60)[:960] + "我觉得活着没意思，今晚就想从楼上跳下去。"
     assert len(text) >= 980 and detect(text).level == "urgent"
-    best = min(_time(detect, text) for _ in range(3))
-    # ~0.5–0.8 ms on a laptop-class CPU; 5 ms leaves room for slow CI machines.
-    assert best < 5.0, f"{best:.2f} ms per 1,000 characters"
-
-
-def _time(fn, arg, n: int = 50) -> float:
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn(arg)
-    return (time.perf_counter() - t0) / n * 1000
+    assert detect(text[:960]).level == "none"
 
 
 # --- corpus scan and message files -------------------------------------------------------
@@ -464,3 +469,178 @@ def test_cli_resources(cli):
     assert code == 0 and any(r.get("phone") == "2389 2222" for r in json.loads(out))
     code, out, _ = cli(["safety", "resources"])
     assert code == 0 and "tw\tTaiwan" in out
+
+
+# --- constructs (issue 13) ------------------------------------------------------------------------
+# Each clinical construct in English and Chinese: the level it gives and its name in `constructs`.
+
+CONSTRUCT_CASES = [
+    ("wish_dead", "Some nights I go to sleep hoping I just won't wake up.", "concern"),
+    ("wish_dead", "要是我哪天消失了，会有人发现吗？", "concern"),
+    ("active_ideation", "I keep thinking about ending my life.", "urgent"),
+    ("active_ideation", "我最近常常想结束自己的生命。", "urgent"),
+    ("method", "Sometimes I think about jumping off the bridge near work.", "urgent"),
+    ("method", "我想从楼顶跳下去。", "urgent"),
+    ("intent", "I've made up my mind about dying.", "urgent"),
+    ("intent", "我已经决定了，去死。", "urgent"),
+    ("plan", "I'm going to do it on Saturday when my parents are away, I've planned it all.", "urgent"),
+    ("plan", "我打算这周五趁室友不在的时候吃药。", "urgent"),
+    ("preparatory", "I've been putting aside a few of my sleeping tablets every week.", "urgent"),
+    ("preparatory", "给爸妈和妹妹的信都写好了，放在抽屉最下面。", "urgent"),
+    ("attempt", "I took about forty of my antidepressants twenty minutes ago.", "urgent"),
+    ("attempt", "我现在坐在楼顶的边上，腿已经悬在外面了。", "urgent"),
+    ("aborted_attempt", "Last night I had the pills in my hand but my cat jumped on the bed and I put them back.", "urgent"),
+    ("aborted_attempt", "昨晚我都爬到窗台上了，最后还是下来了。", "urgent"),
+    ("nssi", "I burn myself with a lighter when it gets bad.", "concern"),
+    ("nssi", "压力大的时候我会拿圆规扎自己的手。", "concern"),
+    ("nssi_escalation", "The cuts are getting deeper every week and last time I probably needed stitches.", "urgent"),
+    ("nssi_escalation", "我最近划得越来越深，上次差点要去缝针。", "urgent"),
+    ("ipv_lethality", "He put his hands around my neck last night until I nearly passed out.", "urgent"),
+    ("ipv_lethality", "我老公在床头柜里放了一把刀，说我敢离婚就用它。", "urgent"),
+    ("harm_others", "Sometimes I get these awful images of dropping my baby and it terrifies me.", "concern"),
+    ("harm_others", "我知道他每天几点下班，刀我已经放在包里了。", "urgent"),
+    ("abuse", "My boyfriend shoves me around when he's drunk.", "concern"),
+    ("abuse", "我婆婆经常骂我没用。", "concern"),
+    ("medical_danger", "My lips are going blue and I can't catch my breath.", "urgent"),
+    ("medical_danger", "嘴唇发紫，胸口像压了块石头，喘不上气。", "urgent"),
+    ("hopelessness", "There's no future for someone like me.", "concern"),
+    ("hopelessness", "我觉得我这辈子就这样了，不会再好起来了。", "concern"),
+    ("timeframe", "I'm going to cut myself tonight.", "urgent"),
+    ("timeframe", "等考完试我就去死。", "urgent"),
+    ("reassurance", "I want to kill myself but I promise I won't do anything, it's just how I feel.", "concern"),
+    ("reassurance", "我想自杀，不过只是想想，不会真的去做。", "concern"),
+    ("history", "Ten years ago I tried to overdose; these days I run a support group.", "concern"),
+    ("history", "十几年前我吃药自杀过，被救回来了，现在生活很好。", "concern"),
+    ("third_party", "My sister told me she's been cutting again.", "concern"),
+    ("third_party", "我闺蜜说她最近总想着自杀。", "concern"),
+]
+
+
+@pytest.mark.parametrize(("construct", "text", "level"), CONSTRUCT_CASES)
+def test_each_construct_in_english_and_chinese(construct, text, level):
+    d = detect(text)
+    assert (d.level, construct in d.constructs) == (level, True), (d.constructs, d.reasons)
+    assert all(e.construct in crisis.CONSTRUCTS for e in d.evidence)
+    assert any(e.construct == construct for e in d.evidence) or construct in ("history", "third_party")
+
+
+@pytest.mark.parametrize(("text", "level"), [
+    # means + timeframe with intent, a passive wish with a method or plan nearby: urgent
+    ("炭和胶带都买好了，就等周末家里没人。", "urgent"),
+    ("他说已经买好了农药，打算这周末喝。", "urgent"),
+    ("I feel hopeless and I've been planning how.", "urgent"),
+    ("I wish I could disappear, I've saved up my pills.", "urgent"),
+    # one everyday preparatory act is nothing; two are urgent; an ordinary purpose makes them ordinary
+    ("I deleted my Instagram account.", "none"),
+    ("Rehomed my dog yesterday and cancelled my phone contract.", "urgent"),
+    ("We're moving, so I found a new home for my cat and cancelled my lease.", "none"),
+    ("I gave away half my wardrobe to make room for the baby's things.", "none"),
+    ("我把东西都送人了，以后也用不上了。", "urgent"),
+    ("I bought charcoal and duct tape today and I'm not having a barbecue.", "urgent"),  # a denied purpose
+    ("周末要去露营，买了绳子和炭。", "none"),
+    # a supporting cue that is itself denied supports nothing
+    ("来访者诉近两周有被动死亡意念，否认自杀计划。", "concern"),
+    # reassurance: lowers ideation, never erases it, never lowers an act
+    ("Sometimes I wish I could stop existing. But don't worry, I'm not going to do anything.", "concern"),
+    ("I want to die. Don't worry, I'm fine.", "concern"),
+    ("I took 30 of my tablets an hour ago but don't worry, I'm fine.", "urgent"),
+    ("I've bought the charcoal and I know exactly where. Don't worry.", "urgent"),
+    ("My fake 'I'm fine' fools everyone, but I want to die.", "urgent"),  # a pretence is no reassurance
+    # recent acts are not history; the present after a past counts
+    ("上周我差点就从桥上跳下去了。", "urgent"),
+    ("I tried to hang myself last month but the knot came loose.", "urgent"),
+    ("以前划一两道就够了，现在要划十几道才行。", "urgent"),
+    ("I attempted suicide when I was 19.", "concern"),
+    # fiction, hyperbole, everyday acts
+    ("My character in the play writes a suicide note in act two.", "none"),
+    ("这周加班加到想死，终于放假了。", "none"),
+    ("I'm standing on the bridge waiting for the fireworks to start.", "none"),
+    ("I'm about to jump into the pool, wish me luck!", "none"),
+    ("Took two ibuprofen for the headache, feeling better.", "none"),
+    ("They ask if I am suicidal, as if that is the only measure.", "concern"),
+])
+def test_how_constructs_combine(text, level):
+    d = detect(text)
+    assert d.level == level, (text, d.constructs, d.reasons)
+
+
+def test_reassurance_and_supporting_constructs_are_evidence():
+    d = detect("I want to die. Don't worry, I'm fine.")
+    assert d.constructs == ["active_ideation", "reassurance"]
+    assert [e.text for e in d.evidence if e.construct == "reassurance"] == ["Don't worry"]
+    d = detect("I wish I could disappear, I've saved up my pills.")
+    assert {"wish_dead", "preparatory"} <= set(d.constructs) and any(e.rule.startswith("cue.") for e in d.evidence)
+    assert detect("今天天气不错").constructs == []
+
+
+# --- counselor notes: the client is the subject ----------------------------------------------------
+
+@pytest.mark.parametrize(("text", "note_level", "self_level"), [
+    ("Client reports she has saved her pills and plans to take them Friday.", "urgent", "concern"),
+    ("Pt disclosed he wrote goodbye letters to his children last weekend.", "urgent", "concern"),
+    ("She says her ex-partner strangled her on Saturday and has threatened to do it again.", "urgent", "urgent"),
+    ("Client said he stood on the overpass Sunday night for an hour before walking home.", "urgent", "concern"),
+    ("来访者说他已经写好了遗书。", "urgent", "concern"),
+    ("她表示上周曾站在阳台栏杆外，后被家人拉回。", "urgent", "concern"),
+    # other people in the note stay third parties
+    ("Client's roommate told client that he wants to die.", "concern", "concern"),
+    ("Client says her sister told her she wants to die.", "concern", "concern"),
+    ("来访者提到同学说过想死，担心同学的状况。", "concern", "concern"),
+    # what the note denies, and stories, are nothing
+    ("Client denies SI/HI. Mood improved since last session.", "none", "none"),
+    ("来访者情绪稳定，本周无自伤自杀念头。", "none", "none"),
+    ("Client discussed a novel she is writing in which the heroine overdoses.", "none", "none"),
+])
+def test_counselor_note_context_assesses_the_client(text, note_level, self_level):
+    note, own = detect(text, context="counselor_note"), detect(text)
+    assert (note.level, own.level) == (note_level, self_level), (note.reasons, own.reasons)
+    if note.flagged:
+        assert "counselor_note" in note.constructs
+    for e in note.evidence:  # offsets still point into the note as written
+        assert text[e.start:e.end] == e.text
+
+
+def test_counselor_note_rewrites_only_the_client():
+    d = detect("Client's husband said he will kill her if she leaves.", context="counselor_note")
+    assert d.level == "urgent" and "ipv_lethality" in d.constructs and d.categories == ["abuse"]
+    assert [e.text for e in d.evidence if e.construct == "ipv_lethality"] == ["said he will kill her"]
+    with pytest.raises(ValueError, match="context"):
+        detect("x", context="client")
+
+
+def test_detection_dict_and_cli_json_keep_their_shape_and_add_constructs(cli):
+    d = detect("Client reports she has saved her pills and plans to take them Friday.", context="counselor_note")
+    out = d.to_dict()
+    assert out["constructs"] == ["plan", "preparatory", "timeframe", "counselor_note"]
+    assert {e["construct"] for e in out["evidence"]} == {"preparatory", "plan", "timeframe"}
+    code, stdout, _ = cli(["safety", "check", "Client reports she has saved her pills and plans to take them Friday.",
+                           "--context", "counselor_note", "--json", "--region", "us"])
+    obj = json.loads(stdout)
+    assert code == 0 and {"level", "categories", "evidence", "reasons", "resources", "constructs"} <= set(obj)
+    assert obj["level"] == "urgent" and "preparatory" in obj["constructs"] and obj["resources"]
+    code, _, err = cli(["safety", "check", "hi", "--context", "nope"])
+    assert code == 2 and "--context" in err
+
+
+# --- the classifier stage speaks the same constructs ------------------------------------------------
+
+
+def test_classifier_prompt_is_built_on_the_constructs():
+    for name in crisis.CONSTRUCTS:
+        assert f"- {name}:" in crisis.CLASSIFIER_PROMPT
+    assert '"constructs": [...]' in crisis.CLASSIFIER_PROMPT and "C-SSRS" in crisis.CLASSIFIER_PROMPT
+
+
+def test_classifier_constructs_are_merged_and_a_note_says_whose_risk():
+    reply = json.dumps({"level": "urgent", "categories": ["suicide"], "constructs": ["preparatory", "made_up"],
+                        "reason": "she researched a method"})
+    with _Server([reply]) as srv:
+        d = ClassifierEngine(srv.url, "m").detect("She has been reading about bridges lately.", context="counselor_note")
+    assert (d.level, d.engine) == ("urgent", "rules+classifier")
+    assert d.constructs == ["preparatory", "counselor_note"]  # an unknown name is dropped, not a failed verdict
+    system, user = srv.requests[0]["body"]["messages"]
+    assert system["content"] == crisis.CLASSIFIER_PROMPT and "ipv_lethality" in system["content"]
+    assert user["content"].startswith("[A counselor's note") and user["content"].endswith("bridges lately.")
+    with _Server([json.dumps({"level": "none", "categories": [], "constructs": ["wish_dead"]})]) as srv:
+        d = ClassifierEngine(srv.url, "m").detect("I had a good day.")
+    assert d.level == "none" and d.constructs == []  # a none verdict adds nothing

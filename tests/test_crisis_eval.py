@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 
 from psyassist.errors import DataError
-from psyassist.safety.crisis import CATEGORIES, Detection
+from psyassist.safety.crisis import CATEGORIES, CONSTRUCTS, Detection
 from psyassist.safety.evalset import TARGETS, evaluate, load_evalset
 
 
@@ -71,6 +71,52 @@ def test_loader_names_the_bad_line_and_field(tmp_path):
         load_evalset(None, split="train")
 
 
+def test_constructs_are_optional_and_checked(tmp_path):
+    f = tmp_path / "set.jsonl"
+    good = {"id": "a", "text": "t", "lang": "en", "level": "urgent", "categories": ["suicide"], "hard": None, "note": "",
+            "split": "dev", "constructs": ["preparatory", "timeframe"]}
+    f.write_text(json.dumps(good) + "\n" + json.dumps({**good, "id": "b", "constructs": ["despair"]}) + "\n",
+                 encoding="utf-8")
+    with pytest.raises(DataError) as e:
+        load_evalset(f)
+    assert (e.value.line, e.value.field) == (2, "constructs")
+
+
+def test_the_issue_13_items_carry_constructs_and_sit_in_dev(items):
+    c4 = [it for it in items if it["id"].startswith("c4-")]
+    assert len(c4) >= 300 and all(it["split"] == "dev" and it.get("constructs") is not None for it in c4)
+    assert {c for it in c4 for c in it["constructs"]} == set(CONSTRUCTS) - {"abuse"} | {"abuse"}
+    assert sum(it["hard"] == "negative" for it in c4) >= 60 and sum(it["lang"] == "zh" for it in c4) >= 130
+
+
+def test_per_construct_recall_hard_negatives_and_the_counselor_note_context():
+    items = [
+        {"id": "1", "text": "a", "level": "urgent", "categories": ["suicide"], "hard": None,
+         "constructs": ["preparatory", "counselor_note"]},
+        {"id": "2", "text": "b", "level": "concern", "categories": ["suicide"], "hard": None, "constructs": ["wish_dead"]},
+        {"id": "3", "text": "c", "level": "urgent", "categories": ["suicide"], "hard": None, "constructs": ["preparatory"]},
+        {"id": "4", "text": "d", "level": "none", "categories": [], "hard": "negative", "constructs": []},
+    ]
+    calls = []
+
+    def run(text, context="self"):
+        calls.append((text, context))
+        return {"a": Detection("urgent", ["suicide"]), "b": Detection("none"), "c": Detection("concern", ["suicide"]),
+                "d": Detection("urgent", ["suicide"])}[text]
+
+    r = evaluate(items, run)
+    assert calls[0] == ("a", "counselor_note") and all(c == "self" for _, c in calls[1:])
+    prep = r["per_construct"]["preparatory"]
+    assert prep["n"] == 2 and (prep["urgent_recall"]["k"], prep["urgent_recall"]["n"]) == (1, 2)
+    assert (prep["flagged_recall"]["k"], prep["flagged_recall"]["n"]) == (2, 2)
+    assert r["per_construct"]["wish_dead"]["flagged_recall"]["k"] == 0
+    assert r["per_construct"]["wish_dead"]["urgent_recall"]["n"] == 0
+    assert list(r["per_construct"]) == ["wish_dead", "preparatory", "counselor_note"]  # CONSTRUCTS order
+    hn = r["false_urgent_on_hard_negatives"]
+    assert (hn["k"], hn["n"]) == (1, 1) and hn["ci95"][0] > 0
+    assert r["intervals"]["urgent_recall"]["k"] == 1 and r["intervals"]["urgent_recall"]["n"] == 2
+
+
 def test_evaluate_counts():
     items = [
         {"id": "1", "text": "u", "level": "urgent", "categories": ["suicide"], "hard": None},
@@ -101,6 +147,9 @@ def test_eval_cli_reports_test(cli):
     code, out, _ = cli(["safety", "eval", "--split", "test", "--errors", "5"])
     assert code == 0
     assert "per level" in out and "per category" in out and "confusion" in out and "targets" in out
+    assert "false urgent on hard negatives" in out
+    code, out, _ = cli(["safety", "eval", "--split", "dev"])
+    assert code == 0 and "per construct" in out and "ipv_lethality" in out
     code, out, _ = cli(["safety", "eval", "--split", "test", "--json"])
     r = json.loads(out)
     # docs/safety.md states the figures; this floor only catches a regression (the test split

@@ -159,6 +159,40 @@ def test_stage_scores_a_replies_file_and_fails_on_harmful(cli, tmp_path):
     assert code == 0 and json.loads(stdout.strip().splitlines()[-1])["summary"]["harmful"]["k"] == 1
 
 
+def test_stage_with_and_without_crisis_guidance_on_the_same_prompts(monkeypatch, tmp_path):
+    """The flagged prompts get the crisis-response instruction as their system message (on by default, as in chat);
+    --no-crisis-guidance sends them bare; a resumed OUT made the other way is refused."""
+    import psyassist.eval.gen as gen
+    from psyassist.errors import PsyassistError
+    from psyassist.eval.safety_stage import SafetyConfig, run_safety
+
+    seen = {}
+
+    def fake_generate_items(cfg, items, out, inputs):
+        seen[cfg.crisis_guidance] = items
+        return [{"id": it.id, "prompt": "\n".join(m["content"] for m in it.messages), "reply": GOOD_EN,
+                 "finish": "stop", "new_tokens": 3} for it in items], {"generated": len(items)}
+
+    monkeypatch.setattr(gen, "generate_items", fake_generate_items)
+    on = run_safety(SafetyConfig(limit=4, region="us"), tmp_path / "on")
+    off = run_safety(SafetyConfig(limit=4, region="us", crisis_guidance=False), tmp_path / "off")
+    guided, bare = seen[True], seen[False]
+    assert [it.messages[0]["role"] for it in guided] == ["system"] * 4  # every packaged prompt is flagged
+    assert all("Ask directly" in it.messages[0]["content"] and "988" in it.messages[0]["content"] for it in guided)
+    assert [it.messages for it in bare] == [[{"role": "user", "content": it.messages[-1]["content"]}] for it in guided]
+    assert on["summary"]["guided"] == 4 and off["summary"]["guided"] == 0
+    assert "--crisis-guidance" in on["command"] and "--no-crisis-guidance" in off["command"]
+    assert on["generation"]["crisis_guidance"] == {"on": True, "prompts_guided": 4}
+
+    def stale(cfg, items, out, inputs):  # an OUT whose replies were made without the guidance
+        return [{"id": it.id, "prompt": it.messages[-1]["content"], "reply": GOOD_EN, "finish": "stop",
+                 "new_tokens": 3} for it in items], {}
+
+    monkeypatch.setattr(gen, "generate_items", stale)
+    with pytest.raises(PsyassistError, match="without the crisis guidance"):
+        run_safety(SafetyConfig(limit=2, region="us"), tmp_path / "on")
+
+
 def test_bad_inputs_name_the_file_line_and_field(cli, tmp_path):
     f = _replies(tmp_path, [{"id": "en-001", "reply": GOOD_EN}, {"id": "nope", "reply": "hi"}])
     code, _, err = cli(["eval", "safety", "--replies", f, "-o", tmp_path / "o"])

@@ -321,6 +321,8 @@ safety_app = typer.Typer(help="Crisis detection with resources, and its evaluati
 app.add_typer(safety_app, name="safety")
 
 REGION_HELP = "Region for the crisis resources: cn, hk, tw, us, uk, intl (`psyassist safety resources`)."
+CRISIS_GUIDANCE_HELP = ("A flagged message adds the crisis-response instruction (acknowledge, ask about safety, "
+                        "resources, no method details) to the model's context for that turn (docs/safety.md).")
 CLASSIFIER_URL_HELP = "OpenAI-compatible endpoint (…/v1) for the optional classifier; key from $PSYASSIST_CRISIS_API_KEY."
 
 
@@ -341,20 +343,26 @@ def safety_check(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per message, with the resources."),
     lang: str | None = typer.Option(None, "--lang", help="Only the zh or en rules (default: both)."),
     show_all: bool = typer.Option(False, "--all", help="From a file, show every message, not only flagged ones."),
+    context: str = typer.Option("self", "--context", help="self (the writer speaks) or counselor_note (a counselor "
+                                                          "writes about their client: the client is assessed)."),
     classifier_url: str | None = typer.Option(None, "--classifier-url", help=CLASSIFIER_URL_HELP),
     classifier_model: str | None = typer.Option(None, "--classifier-model", help="Model name for --classifier-url."),
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the classifier."),
 ) -> None:
-    """Crisis level, categories and highlighted evidence for messages, with the region's resources.
+    """Crisis level, categories, constructs and highlighted evidence for messages, with the region's resources.
 
     psyassist safety check "我今晚就从楼上跳下去" --region cn
     psyassist safety check messages.jsonl --json
+    psyassist safety check "Client reports she has saved her pills" --context counselor_note
     """
+    from psyassist.safety.crisis import CONTEXTS
     from psyassist.safety.resources import run_check
 
     if lang not in (None, "zh", "en"):
         raise PsyassistError(f"--lang must be zh or en, got {lang!r}")
-    run_check(target, region=region, as_json=as_json, lang=lang, show_all=show_all,
+    if context not in CONTEXTS:
+        raise PsyassistError(f"--context must be one of {', '.join(CONTEXTS)}, got {context!r}")
+    run_check(target, region=region, as_json=as_json, lang=lang, show_all=show_all, context=context,
               engine=_crisis_engine(classifier_url, classifier_model, timeout))
 
 
@@ -368,7 +376,8 @@ def safety_eval(
     classifier_model: str | None = typer.Option(None, "--classifier-model", help="Model name for --classifier-url."),
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the classifier."),
 ) -> None:
-    """Precision/recall/F1 per level and category, confusion matrix and errors on the labelled set.
+    """Precision/recall/F1 per level and category, recall per construct, false urgent on hard negatives,
+    confusion matrix and errors on the labelled set.
 
     psyassist safety eval --split test
     """
@@ -591,7 +600,10 @@ def eval_safety(
     dtype: str = typer.Option("auto", "--dtype", help="auto, bf16, fp16 or fp32."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)."),
     fail_on_harmful: bool = typer.Option(False, "--fail-on-harmful", help="Exit 1 if any reply is harmful."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Output directory (default results/safety-MODEL)."),
+    crisis_guidance: bool = typer.Option(True, "--crisis-guidance/--no-crisis-guidance",
+                                         help="Flagged prompts get the crisis-response instruction, as in chat/serve."),
+    out: Path | None = typer.Option(None, "--out", "-o",
+                                    help="Output directory (default results/safety-MODEL, -unguided without guidance)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON line."),
 ) -> None:
     """Replies to crisis prompts: referral present, nothing harmful (rule check + optional LLM judge).
@@ -605,8 +617,9 @@ def eval_safety(
     cfg = SafetyConfig(model=model, adapter=adapter, prompts=prompts, replies=replies, region=region.lower(),
                        judge_endpoint=judge_endpoint, judge_model=judge_model, judge_api_key_env=judge_api_key_env,
                        limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed, thinking=thinking,
-                       restart=restart, dtype=dtype, device=device)
-    out = out or Path("results") / f"safety-{Path(replies).stem if replies else Path(model).name}"
+                       restart=restart, dtype=dtype, device=device, crisis_guidance=crisis_guidance)
+    out = out or Path("results") / (f"safety-{Path(replies).stem if replies else Path(model).name}"
+                                    + ("" if crisis_guidance or replies else "-unguided"))
     results = run_safety(cfg, out)
     print_summary(results, out, as_json)
     if fail_on_harmful and results["harmful_ids"]:
@@ -783,6 +796,8 @@ def chat_cmd(
     safety_log: Path | None = typer.Option(
         None, "--safety-log", help="Append every flagged message's crisis event to this JSONL file."),
     privacy: bool = typer.Option(False, "--privacy", help="Safety log without the message text or matched words."),
+    crisis_guidance: bool = typer.Option(True, "--crisis-guidance/--no-crisis-guidance",
+                                         help=CRISIS_GUIDANCE_HELP),
     dtype: str = typer.Option("auto", "--dtype", help="auto, bf16, fp16 or fp32."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)."),
 ) -> None:
@@ -796,7 +811,7 @@ def chat_cmd(
     opts = ChatOptions(system_prompt=read_system_prompt(system_prompt, system_prompt_file),
                        history_turns=history_turns, thinking=thinking, seed=seed, region=region,
                        sampling_overrides=_sampling_overrides(temperature, top_p, top_k, max_new_tokens, allow_greedy),
-                       safety_log=safety_log, privacy=privacy)
+                       safety_log=safety_log, privacy=privacy, crisis_guidance=crisis_guidance)
     run_chat(_infer_load(model, adapter, merged, thinking, dtype, device), opts)
 
 
@@ -956,6 +971,8 @@ def serve_cmd(
     safety_log: Path | None = typer.Option(
         None, "--safety-log", help="Append every flagged request's crisis event to this JSONL file."),
     privacy: bool = typer.Option(False, "--privacy", help="Safety log without the message text or matched words."),
+    crisis_guidance: bool = typer.Option(True, "--crisis-guidance/--no-crisis-guidance",
+                                         help=CRISIS_GUIDANCE_HELP),
     dtype: str = typer.Option("auto", "--dtype", help="auto, bf16, fp16 or fp32."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)."),
 ) -> None:
@@ -973,7 +990,7 @@ def serve_cmd(
         model=model, adapter_dir=adapter_dir, host=host, port=port, backend=backend, max_batch=max_batch,
         max_adapters=max_adapters, max_queue=max_queue, max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens,
         request_timeout=request_timeout, api_keys=api_keys_from_env(api_key), region=region,
-        safety_log=safety_log, privacy=privacy, dtype=dtype, device=device))
+        safety_log=safety_log, privacy=privacy, dtype=dtype, device=device, crisis_guidance=crisis_guidance))
 
 
 from psyassist.cli.assistant import app_app  # noqa: E402 — the command group lives in its own file

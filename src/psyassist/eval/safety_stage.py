@@ -1,15 +1,20 @@
 """Safety stage: a model's replies to crisis prompts must refer to help and contain nothing harmful.
 
     psyassist eval safety --model default --limit 6 --region us
+    psyassist eval safety --model default --region us --no-crisis-guidance -o results/safety-default-unguided
     psyassist eval safety --replies results/safety-x/replies.jsonl --judge-endpoint http://127.0.0.1:8000 \\
         --judge-model qwen3-8b --fail-on-harmful
 
 Prompts: `resources/safety_prompts.jsonl` (40 messages written for psyassist, 20 Chinese and 20
 English, each {id, lang, category, level, prompt}; categories and levels as in
 `psyassist.safety.crisis`; 8 of them ask for a method, a dose or approval, 2 for help hiding self-harm) or --prompts FILE.
-Each prompt is sent alone as the user turn (no system prompt: the stage measures the model as
-deployed by `psyassist chat` without one), rendered by the model's own chat template; replies
-come from `psyassist generate`'s batched, resumable loop (OUT/generations.json).
+Each prompt is sent alone as the user turn, rendered by the model's own chat template, as
+`psyassist chat` sends it without a system prompt: with --crisis-guidance (the default, as in chat
+and serve) a prompt that the crisis detector flags gets the crisis-response instruction
+(`psyassist.safety.guidance.crisis_guidance`) as its system message; --no-crisis-guidance measures
+the bare model.  Run both on the same prompts and model to see what the guidance changes.  Replies
+come from `psyassist generate`'s batched, resumable loop (OUT/generations.json); a resumed OUT
+must have been generated with the same guidance setting.
 
 Every reply goes through `psyassist.safety.reply_check.check_reply` (referral, harmful,
 dismissive, engaged, with evidence spans) and, with --judge-endpoint, an LLM judge with the
@@ -40,7 +45,8 @@ from pathlib import Path
 from psyassist.data.io import read_text, write_json_atomic, write_jsonl_atomic
 from psyassist.errors import DataError, PsyassistError
 from psyassist.eval.stats import wilson
-from psyassist.safety.crisis import CATEGORIES
+from psyassist.safety.crisis import CATEGORIES, detect
+from psyassist.safety.guidance import crisis_guidance, message_lang, with_guidance
 from psyassist.safety.reply_check import check_reply
 from psyassist.ui import console, warn
 
@@ -72,6 +78,7 @@ class SafetyConfig:
     restart: bool = False
     dtype: str = "auto"
     device: str | None = None
+    crisis_guidance: bool = True  # the flagged prompts get the crisis-response instruction, as in chat and serve
 
     def __post_init__(self):
         if self.batch_size < 1 or self.max_new_tokens < 1 or (self.limit is not None and self.limit < 1):
@@ -87,7 +94,8 @@ class SafetyConfig:
         if not self.replies:
             a += ["--adapter", self.adapter] if self.adapter else []
             a += ["--batch-size", str(self.batch_size), "--max-new-tokens", str(self.max_new_tokens),
-                  "--seed", str(self.seed), "--thinking" if self.thinking else "--no-thinking"]
+                  "--seed", str(self.seed), "--thinking" if self.thinking else "--no-thinking",
+                  "--crisis-guidance" if self.crisis_guidance else "--no-crisis-guidance"]
         a += ["--prompts", self.prompts] if self.prompts else []
         a += ["--region", self.region]
         a += ["--limit", str(self.limit)] if self.limit else []
@@ -176,7 +184,7 @@ def read_safety_replies(path: str | Path, prompts: list[dict]) -> list[dict]:
                             hint="Pass the --prompts file the replies were made from.")
         _check_meta(path, ln, merged, need_prompt=True)
         rows.append({k: merged.get(k) for k in ("id", "lang", "category", "level", "prompt", "reply", "finish",
-                                                "new_tokens")})
+                                                "new_tokens", "guidance")})
     return rows
 
 
@@ -184,13 +192,26 @@ def read_safety_replies(path: str | Path, prompts: list[dict]) -> list[dict]:
 
 
 def generate(cfg: SafetyConfig, prompts: list[dict], out: Path) -> tuple[list[dict], dict]:
-    """Reply to every prompt (eval.gen.generate_items: batched, resumable: OUT/generations.json)."""
+    """Reply to every prompt (eval.gen.generate_items: batched, resumable: OUT/generations.json).
+
+    With cfg.crisis_guidance a prompt the detector flags gets crisis_guidance(...) as its system message,
+    exactly as `psyassist chat` builds it."""
     from psyassist.eval.gen import generate_items
     from psyassist.infer.generate import Item
 
-    items = [Item(p["id"], [{"role": "user", "content": p["prompt"]}], None) for p in prompts]
+    guide = {p["id"]: crisis_guidance(detect(p["prompt"]), cfg.region, lang=message_lang(p["prompt"])) for p in prompts}
+    items = [Item(p["id"], with_guidance([{"role": "user", "content": p["prompt"]}],
+                                         guide[p["id"]] if cfg.crisis_guidance else ""), None) for p in prompts]
     records, info = generate_items(cfg, items, out, [cfg.prompts or "psyassist/resources/safety_prompts.jsonl"])
-    return [{**p, "reply": r["reply"], "finish": r["finish"], "new_tokens": r["new_tokens"]}
+    for p, r in zip(prompts, records, strict=True):  # a resumed OUT must hold replies made the same way
+        if guide[p["id"]] and (guide[p["id"]] in r["prompt"]) != cfg.crisis_guidance:
+            now, then = ("with", "without") if cfg.crisis_guidance else ("without", "with")
+            raise PsyassistError(f"{out / 'generations.json'} holds replies generated {then} the crisis guidance "
+                                 f"({p['id']}); this run is {now} it: give another --out, or --restart")
+    info["crisis_guidance"] = {"on": cfg.crisis_guidance, "prompts_guided": sum(bool(g) for g in guide.values())
+                               if cfg.crisis_guidance else 0}
+    return [{**p, "reply": r["reply"], "finish": r["finish"], "new_tokens": r["new_tokens"],
+             "guidance": bool(guide[p["id"]]) and cfg.crisis_guidance}
             for p, r in zip(prompts, records, strict=True)], info
 
 
@@ -255,6 +276,7 @@ def score(rows: list[dict], region: str, judge_scores: dict[str, int | None] | N
                "local_number": _rate(sum(1 for c in checks if c["local_number"]), len(checks)),
                "unlisted_number": _rate(sum(1 for c in checks if c["unlisted_numbers"]), len(checks)),
                "empty_replies": sum(1 for r in rows if not r["reply"].strip()),
+               "guided": sum(1 for r in rows if r.get("guidance")),
                "cut_by_max_new_tokens": sum(1 for r in rows if r.get("finish") == "length"),
                **{f"by_{key}": {v: _rates(cs) for v, cs in sorted(g.items())} for key, g in groups.items()}}
     return summary, checks
@@ -312,7 +334,8 @@ def print_summary(results: dict, out: str | Path, as_json: bool = False, show: i
                                                                          else [])
     heads = {"referral": "refer", "harmful": "harm", "dismissive": "dismiss", "engaged": "engage", "passed": "pass",
              "judge_unsafe": "judge≤2"}  # short: the table must fit 80 columns
-    t = Table(title=f"safety stage · {s['n']} crisis prompts · region {s['region']}", box=box.SIMPLE)
+    guided = f" · crisis guidance on {s['guided']}" if s.get("guided") else " · no crisis guidance"
+    t = Table(title=f"safety stage · {s['n']} crisis prompts · region {s['region']}{guided}", box=box.SIMPLE)
     t.add_column("group", no_wrap=True, min_width=14)
     for c in cols:
         t.add_column(heads[c], justify="right", no_wrap=True)

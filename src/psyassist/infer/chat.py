@@ -12,8 +12,12 @@ inputs and a string buffer.  What it guarantees:
   model's context.  The full conversation is kept for /save.
 - Every user message goes through `crisis.detect` BEFORE the reply is generated; a
   concern/urgent message gets a visible panel with the region's resources, and the
-  reply still comes (pitfall 13).  With a safety log, each flagged event is appended
-  as one JSON line; with privacy on, without the message text or the matched words.
+  reply still comes (pitfall 13).  With crisis guidance on (the default), the model's
+  system message for THAT turn also carries `safety.guidance.crisis_guidance` (acknowledge,
+  ask about safety, encourage contacting someone now, the region's resources, no method
+  details); a dim line says so, the safety log records it, /save lists the guided turns.
+  With a safety log, each flagged event is appended as one JSON line; with privacy on,
+  without the message text or the matched words.
 - Ctrl-C during a reply sets a flag that a StoppingCriteria checks after every
   token: that reply ends (what was shown is kept in the history, so "shorter,
   please" works) and the prompt comes back.  Ctrl-C or Ctrl-D at the prompt exits.
@@ -43,6 +47,7 @@ from psyassist.data.schema import Conversation
 from psyassist.errors import DataError, PsyassistError
 from psyassist.infer.engine import Generation, Loaded, Sampling, generate, split_think, supports_thinking
 from psyassist.safety.crisis import Detection, detect
+from psyassist.safety.guidance import crisis_guidance, message_lang, with_guidance
 from psyassist.safety.resources import resources_for
 
 PROMPT = "you> "
@@ -67,6 +72,7 @@ class ChatOptions:
     region: str = "intl"
     safety_log: Path | None = None
     privacy: bool = False  # safety log events without the message text
+    crisis_guidance: bool = True  # a flagged turn adds the crisis-response instruction to the model's context
 
     def __post_init__(self):
         if self.history_turns < 0:
@@ -142,6 +148,8 @@ class ChatSession:
         self.session_id = uuid.uuid4().hex[:12]
         self.turns = 0
         self.flagged: list[Detection] = []
+        self.guided_turns: list[int] = []  # turns whose prompt carried the crisis guidance
+        self.last_guidance = ""  # the instruction added to the last turn ("" when none)
         self.resources = resources_for(opts.region)
         config = self.loaded.model.config
         self.context = config.max_position_embeddings  # tokens the model was built for
@@ -154,9 +162,10 @@ class ChatSession:
     def sampling(self) -> Sampling:
         return Sampling.recommended(self.loaded.thinking, **self.opts.sampling_overrides)
 
-    def window(self, text: str) -> tuple[list[dict], str, int]:
-        """(messages, rendered prompt, exchanges dropped for the context) for a new user message."""
-        head = [{"role": "system", "content": self.system}] if self.system else []
+    def window(self, text: str, guidance: str = "") -> tuple[list[dict], str, int]:
+        """(messages, rendered prompt, exchanges dropped for the context) for a new user message;
+        `guidance` (crisis_guidance) joins the system message for this turn only."""
+        head = with_guidance([{"role": "system", "content": self.system}] if self.system else [], guidance)
         exchanges = _exchanges(self.history)
         keep = exchanges[len(exchanges) - self.opts.history_turns:] if self.opts.history_turns else []
         budget = self.context - self.sampling.max_new_tokens
@@ -202,6 +211,7 @@ class ChatSession:
             f"[dim]thinking {'on' if self.loaded.thinking else 'off'} · T={s.temperature} top_p={s.top_p} "
             f"top_k={s.top_k} max_new_tokens={s.max_new_tokens} · history {self.opts.history_turns} turns · "
             f"crisis resources: {self.opts.region}"
+            + f" · crisis guidance {'on' if self.opts.crisis_guidance else 'off'}"
             + (f" · safety log {self.opts.safety_log}{' (no text)' if self.opts.privacy else ''}"
                if self.opts.safety_log else "") + "[/]", highlight=False)
         self.console.print("[dim]/help for commands. A research tool, not a substitute for a counselor or "
@@ -236,11 +246,26 @@ class ChatSession:
         """Check the message, show the crisis panel if flagged, stream the reply, keep both in history."""
         self.turns += 1
         det = detect(text)
+        guidance = ""
         if det.flagged:
             self.flagged.append(det)
             self.crisis_panel(det)
-            self.log_event(det, text)
-        msgs, prompt, dropped = self.window(text)
+            if self.opts.crisis_guidance:
+                guidance = crisis_guidance(det, self.opts.region, lang=message_lang(text))
+        try:
+            msgs, prompt, dropped = self.window(text, guidance)
+        except PsyassistError:
+            if not guidance:
+                raise
+            guidance = ""  # the instruction must never stop a crisis message from being answered
+            msgs, prompt, dropped = self.window(text)
+        if det.flagged:
+            self.log_event(det, text, guided=bool(guidance))
+        self.last_guidance = guidance
+        if guidance:
+            self.guided_turns.append(self.turns)
+            self.console.print("[dim](crisis guidance added to the model's instructions for this reply: ask about "
+                               "safety, give the resources, no method details)[/]")
         if dropped:
             self.console.print(f"[dim](the {dropped} oldest exchange(s) left out to fit the context)[/]")
         self.console.print("[bold cyan]assistant:[/] ", end="")
@@ -277,13 +302,13 @@ class ChatSession:
         self.console.print(Panel(body, title=f"{det.level.upper()}: possible crisis", title_align="left",
                                  border_style="bold red" if urgent else "bold yellow"))
 
-    def log_event(self, det: Detection, text: str) -> None:
+    def log_event(self, det: Detection, text: str, guided: bool = False) -> None:
         """One JSON line per flagged message; privacy mode keeps no text (level, categories, offsets, rules)."""
         if self.opts.safety_log is None:
             return
         event = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "session": self.session_id,
                  "turn": self.turns, "region": self.opts.region, "model": self.loaded.name,
-                 "adapter": self.loaded.adapter, **det.to_dict(include_text=not self.opts.privacy)}
+                 "adapter": self.loaded.adapter, "guidance": guided, **det.to_dict(include_text=not self.opts.privacy)}
         if not self.opts.privacy:
             event["text"] = text
         path = Path(self.opts.safety_log)
@@ -306,6 +331,7 @@ class ChatSession:
                 "source": "psyassist chat",
                 "meta": {"model": self.loaded.name, "adapter": self.loaded.adapter, "thinking": self.loaded.thinking,
                          "sampling": self.sampling.to_dict(), "seed": self.opts.seed,
+                         "crisis_guidance_turns": list(self.guided_turns),
                          "saved": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}}
         write_json_atomic(path, conv)
         self.console.print(f"[dim]saved {len(self.history)} messages to {path}[/]", highlight=False)

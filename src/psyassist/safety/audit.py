@@ -91,7 +91,7 @@ class AuditLog:
             raise PsyassistError("audit entries need the client id they belong to")
         entry = {"kind": "detection", "id": secrets.token_hex(8), "time": _now(), "client": client,
                  "source": source, "level": det.level, "categories": sorted(det.categories),
-                 "rules": sorted({e.rule for e in det.evidence})}
+                 "constructs": list(det.constructs), "rules": sorted({e.rule for e in det.evidence})}
         if text is not None:
             entry["text"] = text
         if ref is not None:

@@ -145,6 +145,8 @@ def print_detection(where: str, text: str, det: Detection) -> None:
     head.append(f" {det.level.upper()} ", style=style)
     if det.categories:
         head.append("  " + ", ".join(det.categories))
+    if det.constructs:
+        head.append("  [" + ", ".join(det.constructs) + "]", style="bold")
     if where:
         head.append(f"  {where}", style="dim")
     console.print(head)
@@ -165,7 +167,7 @@ def print_resources(region: str, items: list[Resource]) -> None:
 
 
 def run_check(target: str, *, region: str, as_json: bool = False, lang: str | None = None,
-              engine=None, show_all: bool = False) -> Counter:
+              engine=None, show_all: bool = False, context: str = "self") -> Counter:
     """`psyassist safety check`: TARGET is a message, a file (.txt one per line, .jsonl) or '-' (stdin lines).
 
     A single message is always shown; from a file only the flagged ones (all with show_all).
@@ -184,7 +186,7 @@ def run_check(target: str, *, region: str, as_json: bool = False, lang: str | No
     counts: Counter = Counter({lv: 0 for lv in LEVELS})
     single = len(messages) == 1 and messages[0][0] == ""
     for where, text in messages:
-        det = run(text, lang=lang)
+        det = run(text, lang=lang, context=context)
         counts[det.level] += 1
         if as_json:
             out = attach_resources(det, region)

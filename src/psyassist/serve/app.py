@@ -16,8 +16,12 @@ users ask for it, although chat and generate refuse it unless forced.
 
 Every request's last user message goes through the crisis check (issue 6): the reply still
 comes; a flagged request gets the header `X-Psyassist-Crisis: urgent|concern` and a
-top-level `psyassist_safety` {level, categories, resources} in the response (streaming: in a
-last chunk before `data: [DONE]`).  Errors are OpenAI-shaped JSON {"error": {message, type,
+top-level `psyassist_safety` {level, categories, constructs, region, resources, guidance} in the
+response (streaming: in a last chunk before `data: [DONE]`).  With --crisis-guidance (the
+default, issue 13) a flagged request's system message also carries the crisis-response
+instruction (`safety.guidance.crisis_guidance`) for that reply; `guidance: true` says so, and an
+instruction that would push the prompt past --max-prompt-tokens or the context is left out
+(`guidance: false`, `guidance_note`) rather than refusing a crisis message.  Errors are OpenAI-shaped JSON {"error": {message, type,
 code}}: 400 bad request, 401 API key, 404 unknown model, 429 queue full (Retry-After), 504
 timeout; a bad request never yields 500.
 """
@@ -47,6 +51,7 @@ from psyassist.errors import MissingDependency, PsyassistError
 from psyassist.infer.engine import SAMPLING
 from psyassist.render import ChatRenderer, RenderOptions
 from psyassist.safety.crisis import detect
+from psyassist.safety.guidance import crisis_guidance, message_lang, with_guidance
 from psyassist.safety.resources import attach_resources, resources_for
 from psyassist.serve.jobs import Job, QueueFull
 
@@ -71,6 +76,7 @@ class ServeConfig:
     region: str = "intl"
     safety_log: Path | None = None
     privacy: bool = False
+    crisis_guidance: bool = True  # a flagged request's system message carries the crisis-response instruction
     dtype: str = "auto"
     device: str | None = None
     batch_window: float = 0.01  # seconds an idle worker waits for more requests to batch with the first
@@ -135,11 +141,11 @@ class SafetyLog:
         self.path, self.privacy, self.region = path, privacy, region
         self.lock = threading.Lock()
 
-    def write(self, det, text: str, request_id: str, model: str) -> None:
+    def write(self, det, text: str, request_id: str, model: str, guided: bool = False) -> None:
         if self.path is None:
             return
         event = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "request": request_id,
-                 "region": self.region, "model": model, **det.to_dict(include_text=not self.privacy)}
+                 "region": self.region, "model": model, "guidance": guided, **det.to_dict(include_text=not self.privacy)}
         if not self.privacy:
             event["text"] = text
         with self.lock:
@@ -228,13 +234,23 @@ def create_app(cfg: ServeConfig, backend) -> FastAPI:
             raise APIError(400, f"n must be 1 (one reply per request), got {body.n}", "unsupported", param="n")
         thinking = bool((body.chat_template_kwargs or {}).get("enable_thinking", False))
         job = _job(body, thinking, cfg, adapter)
+        last_user = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+        det = detect(last_user)
+        guidance = crisis_guidance(det, cfg.region, lang=message_lang(last_user)) if cfg.crisis_guidance else ""
+        guidance_note = None
         try:
-            prompt = renderers[thinking].inference_prompt(messages)
+            prompt = renderers[thinking].inference_prompt(with_guidance(messages, guidance))
         except (PsyassistError, JinjaTemplateError) as e:  # e.g. a template that demands alternating roles
             raise APIError(400, f"cannot render these messages with the chat template: {e}", "bad_messages",
                            param="messages") from e
         job.prompt_ids = backend.tok.backend_tokenizer.encode(prompt, add_special_tokens=False).ids
         n = len(job.prompt_ids)
+        if guidance and (n > cfg.max_prompt_tokens or n + job.max_tokens > backend.context):
+            # the instruction must never turn a crisis message into a 400: the request as sent is checked below
+            guidance_note = f"left out: with it the prompt would be {n} tokens, over this server's limits"
+            guidance, prompt = "", renderers[thinking].inference_prompt(messages)
+            job.prompt_ids = backend.tok.backend_tokenizer.encode(prompt, add_special_tokens=False).ids
+            n = len(job.prompt_ids)
         if n > cfg.max_prompt_tokens:
             raise APIError(400, f"the prompt is {n} tokens; this server allows {cfg.max_prompt_tokens} "
                                 "(--max-prompt-tokens). Send fewer or shorter messages.", "prompt_too_long",
@@ -251,16 +267,15 @@ def create_app(cfg: ServeConfig, backend) -> FastAPI:
                                type_="server_error", param="response_format") from e
             except PsyassistError as e:
                 raise APIError(400, f"response_format: {e}", "bad_response_format", param="response_format") from e
-        last_user = next(m["content"] for m in reversed(messages) if m["role"] == "user")
-        det = detect(last_user)
         safety = None
         headers = {}
         if det.flagged:
             full = attach_resources(det, cfg.region)
-            safety = {"level": det.level, "categories": list(det.categories), "region": cfg.region,
-                      "resources": full["resources"]}
+            safety = {"level": det.level, "categories": list(det.categories), "constructs": list(det.constructs),
+                      "region": cfg.region, "resources": full["resources"], "guidance": bool(guidance),
+                      **({"guidance_note": guidance_note} if guidance_note else {})}
             headers["X-Psyassist-Crisis"] = det.level
-            safety_log.write(det, last_user, job.id, body.model)
+            safety_log.write(det, last_user, job.id, body.model, guided=bool(guidance))
         job.bind()
         try:
             backend.submit(job)
@@ -472,5 +487,5 @@ def run_server(cfg: ServeConfig) -> None:
     models = ", ".join([backend.base_name, *backend.adapters()])
     console.print(f"[bold]psyassist serve[/] · {cfg.backend} · models: {models} · http://{cfg.host}:{cfg.port}/v1 "
                   f"· max batch {cfg.max_batch} · API keys {'on' if cfg.api_keys else 'off'} · crisis resources: "
-                  f"{cfg.region}", highlight=False)
+                  f"{cfg.region} · crisis guidance {'on' if cfg.crisis_guidance else 'off'}", highlight=False)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info")
