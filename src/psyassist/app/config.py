@@ -51,6 +51,18 @@ class AppConfig:
     login_window_minutes: int = 15
     max_batch: int = 4  # in-process backend: requests decoded together
     backup_dir: Path | None = None  # where `app backup` writes; deleting a client also refreshes its key store
+    # --- per-client adapters (seed 004's "train") ---
+    adapter_store: str | None = None  # file:///path or s3://bucket/prefix?endpoint=URL (default: DATA_DIR/adapters)
+    workers: int = 1  # job worker threads inside `psyassist app` (0: only separate `psyassist app worker`s)
+    train_method: str = "sft"  # sft | dpo (SFT + a DPO term on the counselor's edits); see benchmarks/app_adapters.py
+    train_steps: int = 30  # optimizer steps per job (max_train_steps caps what a request may ask)
+    max_train_steps: int = 200
+    train_max_note_tokens: int = 12000  # tokens of training text per job (newest sessions first)
+    max_adapters_per_counselor: int = 100  # adapter versions kept (not deleted) across a counselor's clients
+    max_running_jobs: int = 1  # training jobs running at once across every worker sharing the database
+    job_timeout_s: int = 120  # a running job without a heartbeat this long is retried (or failed)
+    job_max_attempts: int = 2
+    memorization_policy: str = "block"  # block: an adapter that recites notes is held back; warn: used, flagged
     dtype: str = "auto"
     device: str | None = None
 
@@ -66,8 +78,16 @@ class AppConfig:
             raise PsyassistError("backend 'openai' needs endpoint (e.g. http://127.0.0.1:8000/v1 from `psyassist serve`)")
         if not 1 <= int(self.port) <= 65535:
             raise PsyassistError(f"port must be 1..65535, got {self.port}")
+        if self.train_method not in ("sft", "dpo"):
+            raise PsyassistError(f"train_method must be 'sft' or 'dpo', got {self.train_method!r}")
+        if self.memorization_policy not in ("block", "warn"):
+            raise PsyassistError(f"memorization_policy must be 'block' or 'warn', got {self.memorization_policy!r}")
+        if int(self.workers) < 0:
+            raise PsyassistError(f"workers must be 0 or more, got {self.workers}")
         for name in ("context_tokens", "draft_max_tokens", "chat_max_tokens", "chat_history_turns",
-                     "login_max_failures", "login_window_minutes", "max_batch"):
+                     "login_max_failures", "login_window_minutes", "max_batch", "train_steps", "max_train_steps",
+                     "train_max_note_tokens", "max_adapters_per_counselor", "max_running_jobs", "job_timeout_s",
+                     "job_max_attempts"):
             if int(getattr(self, name)) < 1:
                 raise PsyassistError(f"{name} must be at least 1, got {getattr(self, name)}")
 
@@ -78,6 +98,10 @@ class AppConfig:
     @property
     def key_path(self) -> Path:
         return self.key_file or self.data_dir / "master.key"
+
+    @property
+    def adapter_store_url(self) -> str:
+        return self.adapter_store or f"file://{self.data_dir / 'adapters'}"
 
     @property
     def audit_path(self) -> Path:

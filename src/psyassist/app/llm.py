@@ -59,6 +59,16 @@ class InProcess:
     def count_tokens(self, text: str) -> int:
         return len(self.loaded.tok.backend_tokenizer.encode(text, add_special_tokens=False).ids)
 
+    # Per-client adapters live in the batcher's pool IN MEMORY (decrypted by the app, never on disk).
+    def has_adapter(self, name: str) -> bool:
+        return name in self.hf.pool.available()
+
+    def add_adapter(self, name: str, config: dict, weights: bytes) -> None:
+        self.hf.pool.register(name, config, weights)
+
+    def forget_adapter(self, name: str) -> None:
+        self.hf.pool.forget(name)
+
     def describe(self) -> dict:
         d = self.loaded.describe()
         return {"backend": self.name, "model": self.cfg.model, "device": d["device"], "dtype": d["dtype"]}
@@ -106,6 +116,7 @@ class OpenAIEndpoint:
         self.client = httpx.AsyncClient(base_url=self.base, headers=headers,
                                         timeout=httpx.Timeout(300.0, connect=10.0))
         self.sampling = dict(SAMPLING[False])
+        self._uploaded: set[str] = set()
 
     def start(self) -> None:
         pass
@@ -115,6 +126,33 @@ class OpenAIEndpoint:
             asyncio.get_running_loop().create_task(self.client.aclose())
         except RuntimeError:
             asyncio.run(self.client.aclose())
+
+    # Per-client adapters: uploaded into `psyassist serve`'s memory (PUT /psyassist/adapters/NAME) over the
+    # endpoint's connection — loopback or TLS — and never written to its disk.  vLLM loads LoRA only
+    # from a path, so with vLLM per-client adapters are not used (drafts fall back to the base model).
+    def has_adapter(self, name: str) -> bool:
+        return name in self._uploaded
+
+    def add_adapter(self, name: str, config: dict, weights: bytes) -> None:
+        import base64
+
+        import httpx
+
+        root = self.base.removesuffix("/v1")
+        key = os.environ.get(self.cfg.endpoint_api_key_env, "")
+        try:
+            r = httpx.put(f"{root}/psyassist/adapters/{name}", timeout=120,
+                          headers={"Authorization": f"Bearer {key}"} if key else {},
+                          json={"config": config, "weights": base64.b64encode(weights).decode()})
+        except httpx.HTTPError as e:
+            raise LLMError(f"cannot hand the client's adapter to {root}: {e}") from e
+        if r.status_code != 200:
+            raise LLMError(f"{root} refused the client's adapter ({r.status_code}): {r.text[:200]}; drafts use "
+                           "the base model (per-client adapters need psyassist serve with the HF backend)")
+        self._uploaded.add(name)
+
+    def forget_adapter(self, name: str) -> None:
+        self._uploaded.discard(name)
 
     def count_tokens(self, text: str) -> int:
         """An estimate (the endpoint's tokenizer is not here): one token per CJK character, one per four others."""

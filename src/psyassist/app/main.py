@@ -8,10 +8,10 @@ from __future__ import annotations
 from psyassist.app.config import AppConfig
 
 
-def build(cfg: AppConfig, *, with_model: bool = True):
+def build(cfg: AppConfig, *, with_model: bool = True, workers: bool = True):
     """(FastAPI app, state, first-start admin credentials or None); the tests use this without uvicorn."""
     from psyassist.app.accounts import ensure_admin
-    from psyassist.app.state import attach_backend, open_state
+    from psyassist.app.state import attach_backend, open_state, start_workers
     from psyassist.app.web.server import create_app
 
     st = open_state(cfg)
@@ -19,6 +19,8 @@ def build(cfg: AppConfig, *, with_model: bool = True):
         admin = ensure_admin(st.db)
         if with_model:
             attach_backend(st)
+        if workers:
+            start_workers(st)
         return create_app(st), st, admin
     except BaseException:
         st.close()

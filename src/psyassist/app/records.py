@@ -280,6 +280,10 @@ class Workspace:
             s.execute(delete(Draft).where(Draft.client_id == cid))
             s.execute(delete(ChatMessage).where(ChatMessage.chat_id.in_(chat_ids)))
             s.execute(delete(Chat).where(Chat.client_id == cid))
+            from psyassist.app.store.models import Adapter, Job
+
+            s.execute(delete(Adapter).where(Adapter.client_id == cid))
+            s.execute(delete(Job).where(Job.client_id == cid))
             s.execute(delete(Client).where(Client.id == cid))
             self._audit("client.delete", cid)
         self.st.vault.forget(f"client:{cid}")
@@ -725,3 +729,133 @@ class Workspace:
             ids |= {f"chat:{i}" for i in s.scalars(select(Chat.id).where(Chat.owner_id == self.actor.id,
                                                                         Chat.client_id.is_(None)))}
         return ids
+
+    # --- per-client adapters ---------------------------------------------------------------------
+
+    def training_records(self, cid: str) -> list[dict]:
+        """Every saved session of a client with what training needs, oldest first: the session's input,
+        the model's original output (None for notes written by hand), the draft's final content, the
+        note's newest version, and the basic information as it was when the draft was made."""
+        from psyassist.app.store.models import Draft
+
+        with self.st.db.read() as s:
+            self._client_row(s, cid)
+            key = self._key(s, cid)
+            infos = s.scalars(select(BasicInfoVersion).where(BasicInfoVersion.client_id == cid)
+                              .order_by(BasicInfoVersion.version)).all()
+            out = []
+            rows = s.execute(select(Draft, Note).join(Note, Note.id == Draft.note_id)
+                             .where(Draft.client_id == cid, Draft.status == "saved")
+                             .order_by(Note.session_date, Note.created_at)).all()
+            for d, n in rows:
+                text, e1 = self._open(key, d.input_ct, "drafts", d.id, "input")
+                model, _ = self._open(key, d.model_ct, "drafts", d.id, "model")
+                raw, e2 = self._open(key, d.content_ct, "drafts", d.id, "content")
+                v = s.scalar(select(NoteVersion).where(NoteVersion.note_id == n.id, NoteVersion.version == n.version))
+                sec, e3 = self._open(key, v.content_ct, "note_versions", v.id, "content") if v else ("", None)
+                if e1 or e2 or e3 or not raw or not sec:
+                    continue  # an unreadable record is left out, never guessed at
+                before = [i for i in infos if i.created_at <= d.created_at] or infos[:1]
+                info_raw, _ = self._open(key, before[-1].data_ct, "basic_info_versions", before[-1].id, "data") \
+                    if before else ("", None)
+                out.append({"note_id": n.id, "draft_id": d.id, "template": n.template,
+                            "date": n.session_date.isoformat(), "created_at": n.created_at, "input": text,
+                            "model_output": model or None, "content": json.loads(raw), "sections": json.loads(sec),
+                            "basic_info": json.loads(info_raw) if info_raw else {}})
+        self._audit("adapter.training_data", cid, f"{len(out)} sessions")
+        return out
+
+    def adapters(self, cid: str) -> list[dict]:
+        from psyassist.app.store.models import Adapter
+
+        with self.st.db.read() as s:
+            c = self._client_row(s, cid)
+            rows = s.scalars(select(Adapter).where(Adapter.client_id == cid, Adapter.status != "deleted")
+                             .order_by(Adapter.version.desc())).all()
+            out = [{"id": a.id, "version": a.version, "status": a.status, "method": a.method,
+                    "base_model": a.base_model, "size_bytes": a.size_bytes, "created_at": a.created_at,
+                    "manifest": json.loads(a.manifest), "memorization": json.loads(a.memorization)} for a in rows]
+            choice = c.adapter_choice
+        return out, choice
+
+    def set_adapter_choice(self, cid: str, choice: str | None) -> None:
+        """None: the newest usable version; "base": no adapter; "v<N>": pin that version of THIS client."""
+        from psyassist.app.store.models import Adapter
+
+        with self.st.db.write() as s:
+            c = self._client_row(s, cid)
+            if choice not in (None, "base"):
+                try:
+                    version = int(str(choice).lstrip("v"))
+                except ValueError as e:
+                    raise Invalid("choose auto, base, or a version like v2") from e
+                a = s.scalar(select(Adapter).where(Adapter.client_id == cid, Adapter.version == version,
+                                                   Adapter.status == "ready"))
+                if a is None:
+                    raise NotFound("this client has no usable adapter with that version")
+                choice = f"v{version}"
+            c.adapter_choice = choice
+            self._audit("adapter.choose", cid, choice or "auto")
+
+    def delete_adapter(self, cid: str, version: int) -> None:
+        from psyassist.app.store.models import Adapter
+
+        with self.st.db.write() as s:
+            c = self._client_row(s, cid)
+            a = s.scalar(select(Adapter).where(Adapter.client_id == cid, Adapter.version == version,
+                                               Adapter.status != "deleted"))
+            if a is None:
+                raise NotFound("no such adapter version")
+            a.status = "deleted"
+            if c.adapter_choice == f"v{version}":
+                c.adapter_choice = None
+            blob = a.blob_key
+            self._audit("adapter.delete", cid, f"v{version}")
+        self.st.blobs.delete(blob)
+        self.st.forget_adapter(blob)
+
+    def jobs(self, cid: str, limit: int = 5) -> list[dict]:
+        from psyassist.app.store.models import Job
+
+        with self.st.db.read() as s:
+            self._client_row(s, cid)
+            rows = s.scalars(select(Job).where(Job.client_id == cid).order_by(Job.created_at.desc()).limit(limit))
+            return [{"id": j.id, "status": j.status, "params": json.loads(j.params), "progress": json.loads(j.progress),
+                     "error": j.error, "attempts": j.attempts, "created_at": j.created_at, "finished_at": j.finished_at,
+                     "adapter_id": j.adapter_id} for j in rows]
+
+    def start_training(self, cid: str, *, method: str | None = None, steps: int | None = None) -> str:
+        from psyassist.app.jobs import enqueue
+        from psyassist.app.store.models import Adapter
+
+        cfg = self.st.cfg
+        method = method or cfg.train_method
+        steps = int(steps or cfg.train_steps)
+        if method not in ("sft", "dpo"):
+            raise Invalid("method must be sft or dpo")
+        if not 1 <= steps <= cfg.max_train_steps:
+            raise Invalid(f"steps must be between 1 and {cfg.max_train_steps}")
+        with self.st.db.read() as s:
+            self._client_row(s, cid)
+            kept = s.scalar(select(func.count()).select_from(Adapter).join(Client, Client.id == Adapter.client_id)
+                            .where(Client.owner_id == self.actor.id, Adapter.status != "deleted"))
+        if kept >= cfg.max_adapters_per_counselor:
+            raise Conflict(f"you keep {kept} adapter versions (the limit is {cfg.max_adapters_per_counselor}); "
+                           "delete old versions first")
+        job = enqueue(self.st, kind="train_adapter", client_id=cid, owner_id=self.actor.id,
+                      params={"method": method, "steps": steps})
+        self._audit("adapter.train", cid, job)
+        return job
+
+    def cancel_training(self, cid: str, job_id: str) -> None:
+        from psyassist.app.jobs import cancel_job
+        from psyassist.app.store.models import Job
+
+        with self.st.db.read() as s:
+            self._client_row(s, cid)
+            j = s.get(Job, job_id) if isinstance(job_id, str) and len(job_id) <= 32 else None
+            if j is None or j.client_id != cid:
+                raise NotFound("no such job")
+        cancel_job(self.st, job_id)
+        self._audit("adapter.cancel", cid, job_id)
+

@@ -124,9 +124,27 @@ class Runner:
         notes = ws.past_notes(client_id, self.st.templates, exclude=exclude_note)
         return select_context(info, notes, self.st.cfg.context_tokens, self.st.backend.count_tokens)
 
-    def _provenance(self, messages: list[dict], schema: dict | None, adapter: str | None, **extra) -> dict:
+    def _provenance(self, messages: list[dict], schema: dict | None, adapter: dict | None, **extra) -> dict:
         return {**self.st.backend.describe(), "adapter": adapter, "sampling": self.st.backend.sampling,
                 "prompt_hash": prompt_hash(messages, schema), "prompt_version": 1, **extra}
+
+    def _adapter(self, client_id: str) -> tuple[str | None, dict | None]:
+        """(name for the model, what provenance records) of the client's adapter; (None, None) = base model.
+
+        Chosen from the client id alone (adapters.for_client): nothing a request sends can name an
+        adapter, so another client's adapter is never applied.  A blob that cannot be opened falls
+        back to the base model and says so."""
+        from psyassist.app.adapters import ensure_loaded, for_client
+
+        chosen = for_client(self.st, client_id)
+        if chosen is None:
+            return None, None
+        info = {"version": chosen["version"], "id": chosen["id"], "method": chosen["method"]}
+        try:
+            return ensure_loaded(self.st, chosen), info
+        except Exception as e:  # noqa: BLE001 — a draft with the base model beats no draft
+            log.exception("adapter v%s of client %s could not be loaded", chosen["version"], client_id)
+            return None, {**info, "error": f"not loaded ({type(e).__name__}); the base model drafted"}
 
     # --- drafts --------------------------------------------------------------------------------------
 
@@ -138,15 +156,15 @@ class Runner:
         t0 = time.perf_counter()
         text_parts: list[str] = []
         prov: dict = {}
-        adapter = None  # the per-client adapter issue plugs in here (pick the client's newest adapter)
         try:
             d = await asyncio.to_thread(ws.draft, did, audit=False)
+            adapter, adapter_info = await asyncio.to_thread(self._adapter, d.client_id)
             t = self.st.template(d.template)
             ctx = await asyncio.to_thread(self._context, ws, d.client_id, exclude_note=d.note_id)
             ch.publish({"type": "context", **ctx.describe()})
-            messages = draft_messages(t, ctx, d.input)
+            messages, guidance = guided(draft_messages(t, ctx, d.input), d.input, self.st.cfg.region)
             schema = t.json_schema()
-            prov = self._provenance(messages, schema, adapter, context=ctx.describe(),
+            prov = self._provenance(messages, schema, adapter_info, context=ctx.describe(), crisis_guidance=guidance,
                                     started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)))
             first_item = None
             finish, tokens = "stop", 0
@@ -210,11 +228,12 @@ class Runner:
         ctx = await asyncio.to_thread(self._context, ws, d.client_id, exclude_note=d.note_id)
         messages = item_messages(t, ctx, d.input, d.content, item_id)
         schema = item_schema(cap)
-        raw = await self._complete(messages, schema, min(256, self.st.cfg.draft_max_tokens), None)
+        adapter, _ = await asyncio.to_thread(self._adapter, d.client_id)
+        raw = await self._complete(messages, schema, min(256, self.st.cfg.draft_max_tokens), adapter)
         value = parse_prefix(raw).value
         new = (value.get("text") if isinstance(value, dict) else "") or ""
         new = str(new).strip()[:cap]
-        prov = self._provenance(messages, schema, None, kind="item")
+        prov = self._provenance(messages, schema, None, kind="item", adapter_name=adapter)
 
         def change(content):
             f = find_item(content, item_id)
@@ -246,7 +265,8 @@ class Runner:
         ctx = await asyncio.to_thread(self._context, ws, d.client_id, exclude_note=d.note_id)
         messages = section_messages(t, ctx, d.input, d.content, key, n_new)
         schema = section_schema(sec.max_chars, n_new)
-        raw = await self._complete(messages, schema, self.st.cfg.draft_max_tokens, None)
+        adapter, _ = await asyncio.to_thread(self._adapter, d.client_id)
+        raw = await self._complete(messages, schema, self.st.cfg.draft_max_tokens, adapter)
         value = parse_prefix(raw).value
         texts = [str(x) for x in (value.get("items") if isinstance(value, dict) else None) or [] if str(x).strip()]
 
@@ -283,9 +303,13 @@ class Runner:
             messages += [{"role": m["role"], "content": m["content"]} for m in history]
             while len(messages) > 2 and messages[1]["role"] != "user":
                 del messages[1]
-            prov = self._provenance(messages, None, None)
+            last_user = next((m["content"] for m in reversed(history) if m["role"] == "user"), "")
+            messages, guidance = guided(messages, last_user, self.st.cfg.region)
+            adapter, adapter_info = (await asyncio.to_thread(self._adapter, chat["client_id"])) \
+                if chat["client_id"] else (None, None)
+            prov = self._provenance(messages, None, adapter_info, crisis_guidance=guidance)
             finish, tokens = "stop", 0
-            async for ev in self.st.backend.stream(messages, max_tokens=self.st.cfg.chat_max_tokens):
+            async for ev in self.st.backend.stream(messages, max_tokens=self.st.cfg.chat_max_tokens, adapter=adapter):
                 if ev[0] == "delta":
                     parts.append(ev[1])
                     ch.publish({"type": "delta", "text": "".join(parts)})
@@ -328,3 +352,49 @@ def _set_generating(ws: Workspace, did: str) -> None:
             raise Conflict("this draft belongs to a saved note; regenerate items or sections instead")
         d.status, d.error, d.updated_at = "generating", None, utcnow()
         d.revision += 1
+
+
+# --- crisis guidance for the model (issue 13), counselor-facing ------------------------------------
+# The safety layer's crisis_guidance() speaks to a model that answers the person at risk.  In the app
+# the model answers the COUNSELOR about their client, so the instruction says the same things in
+# that frame: name the risk first, a direct risk assessment, a safety plan, emergency help when
+# imminent, the region's resources, never method details.
+COUNSELOR_GUIDANCE = {
+    "en": ("Safety instruction (the counselor does not see it): the counselor's text shows possible crisis signs "
+           "in their client — level {level}; signs: {signs}. Whatever else you write: first say plainly that this "
+           "is a possible {level} risk; recommend assessing it directly with the client now (thoughts, plan, "
+           "means, timing, protective factors — e.g. the C-SSRS questions) and making a safety plan; if the danger "
+           "may be imminent, contacting emergency services ({emergency}) and not leaving the client alone; name "
+           "these resources: {resources}. Never describe methods, doses or means."),
+    "zh": ("安全指引（咨询师看不到）：咨询师写的内容显示其来访者可能存在危机迹象——等级 {level}；迹象：{signs}。无论还写什么，都要首先明确指出这是可能的"
+           "{level} 级风险；建议现在就直接与来访者评估（想法、计划、手段、时间、保护因素，例如 C-SSRS 的问题）并制定安全计划；如果危险可能迫在眉睫，"
+           "联系急救服务（{emergency}），不要让来访者独处；列出这些资源：{resources}。绝不描述方法、剂量或手段。"),
+}
+
+
+def counselor_guidance(det, region: str, lang: str) -> str:
+    from psyassist.safety.guidance import default_path, load_guidance
+    from psyassist.safety.resources import resources_for
+
+    if not det.flagged:
+        return ""
+    labels = load_guidance(str(default_path()))["signs"][lang]
+    items = resources_for(region)
+    sep = "；" if lang == "zh" else "; "
+    return COUNSELOR_GUIDANCE[lang].format(
+        level=det.level, signs=(", " if lang == "en" else "、").join(labels[c] for c in det.constructs if c in labels)
+        or det.level, resources=sep.join(f"{r.name}: {r.contact()}" for r in items),
+        emergency=next((r.phone for r in items if r.kind == "emergency" and r.phone), None)
+        or ("本地急救电话" if lang == "zh" else "the local emergency number"))
+
+
+def guided(messages: list[dict], text: str, region: str) -> tuple[list[dict], str | None]:
+    """(messages with the counselor-facing crisis instruction when `text` is flagged, the level or None)."""
+    from psyassist.safety.crisis import detect
+    from psyassist.safety.guidance import message_lang, with_guidance
+
+    det = detect(text, context="counselor_note")
+    if not det.flagged:
+        return messages, None
+    return with_guidance(messages, counselor_guidance(det, region, message_lang(text))), det.level
+

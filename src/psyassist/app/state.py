@@ -33,24 +33,39 @@ class AppState:
     vault: Vault
     audit: AuditLog
     templates: dict[str, Template]
+    blobs: object | None = None  # app.store.blobs store of the sealed adapters
     backend: object | None = None  # app.llm backend; None until attach_backend
     runner: object | None = None  # app.runner.Runner
+    workers: list = field(default_factory=list)  # app.jobs.Worker threads in this process
     notices: list[str] = field(default_factory=list)  # startup facts the CLI prints
 
     def template(self, name: str) -> Template:
         return self.templates.get(name) or self.templates["seed004"]
 
+    def forget_adapter(self, blob_key: str) -> None:
+        """A deleted adapter (or client) leaves the model's memory too."""
+        from psyassist.app.adapters import model_name
+
+        parts = blob_key.split("/")
+        if self.backend is not None and len(parts) == 3:
+            self.backend.forget_adapter(model_name(parts[1], parts[2].removesuffix(".bin")))
+
     def after_client_deleted(self, cid: str) -> None:
         """Leave no readable remnant: SQLite's WAL is checkpointed and truncated (secure_delete already
         zeroed the pages); PostgreSQL's dead rows are vacuumed.  The key store next to the backups is
-        refreshed, so the newest one no longer holds the client's key."""
+        refreshed, so the newest one no longer holds the client's key.  The client's sealed adapters
+        leave the blob store (useless without the key anyway) and the model's memory."""
+        if self.blobs is not None:
+            for key in self.blobs.list(f"adapters/{cid}/"):
+                self.forget_adapter(key)
+            self.blobs.delete_prefix(f"adapters/{cid}/")
         if self.db.dialect == "sqlite":
             with self.db.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         else:
             with self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 for table in ("data_keys", "clients", "notes", "note_versions", "addenda", "basic_info_versions",
-                              "drafts", "chats", "chat_messages"):
+                              "drafts", "chats", "chat_messages", "adapters", "jobs"):
                     conn.execute(text(f"VACUUM {table}"))
         if self.cfg.backup_dir is not None:
             from psyassist.app.backup import write_keystore
@@ -58,6 +73,8 @@ class AppState:
             write_keystore(self.db, self.master, self.cfg.backup_dir)
 
     def close(self) -> None:
+        for w in self.workers:
+            w.close()
         if self.runner is not None:
             self.runner.close()
         if self.backend is not None:
@@ -73,7 +90,12 @@ def open_state(cfg: AppConfig, *, create: bool = True) -> AppState:
     try:
         audit = AuditLog(cfg.audit_path)
         audit.verify()  # a broken chain stops the start: the log must be investigated, not appended to
-        st = AppState(cfg, db, master, where, Vault(db, master), audit, templates)
+        from psyassist.app import adapters, jobs
+        from psyassist.app.store.blobs import open_store
+
+        st = AppState(cfg, db, master, where, Vault(db, master), audit, templates,
+                      blobs=open_store(cfg.adapter_store_url))
+        jobs.HANDLERS["train_adapter"] = adapters.run_training_job
         _mark_interrupted(st)
         return st
     except BaseException:
@@ -101,3 +123,11 @@ def attach_backend(st: AppState) -> None:
 
     st.backend = build_backend(st.cfg)
     st.runner = Runner(st)
+
+
+def start_workers(st: AppState, n: int | None = None) -> None:
+    """Job workers inside this process (the one-machine setup); `psyassist app worker` runs more elsewhere."""
+    from psyassist.app.jobs import Worker
+
+    for _ in range(st.cfg.workers if n is None else n):
+        st.workers.append(Worker(st).start())

@@ -903,9 +903,11 @@ def eval_gen(
     psyassist eval gen --model Qwen/Qwen3-1.7B --adapter runs/psydt/adapter --data PsyDTCorpus_test.json
     psyassist eval gen --replies results/gen-test/replies.jsonl --bertscore-model models/bert-base-chinese
     """
+    from psyassist.data.readers import parse_map
     from psyassist.eval.gen import GenConfig, print_summary, run_gen
 
-    cfg = GenConfig(data=data, model=model, adapter=adapter, replies=replies, fmt=fmt, turns=turns, limit=limit,
+    cfg = GenConfig(data=data, model=model, adapter=adapter, replies=replies, fmt=fmt,
+                    mapping=parse_map(mapping), turns=turns, limit=limit,
                     thinking=thinking, batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed, greedy=greedy,
                     lang=lang, embed_model=embed_model, bertscore_model=bertscore_model,
                     bertscore_layers=bertscore_layers, skip_invalid=skip_invalid, restart=restart, dtype=dtype,

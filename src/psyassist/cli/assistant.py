@@ -55,6 +55,10 @@ def app_main(
                                                help="Send the login cookie over HTTPS only (behind a TLS proxy)."),
     no_model: bool = typer.Option(False, "--no-model", help="Start without a model: notes are written by hand; "
                                                             "Analysis and Chat are off."),
+    workers: int | None = typer.Option(None, "--workers", help="Training-job workers in this process (default: 1; "
+                                                               "0 when separate `psyassist app worker`s run them)."),
+    adapter_store: str | None = typer.Option(None, "--adapter-store", help="Where sealed client adapters live: a "
+                                             "directory or s3://bucket/prefix?endpoint=URL (default: DATA_DIR/adapters)."),
 ) -> None:
     """Start the counselor's assistant: clients, session notes drafted by the model, chat, encrypted storage.
 
@@ -64,14 +68,15 @@ def app_main(
 
     Settings come from defaults < --config FILE < PSYASSIST_APP_* variables < these options.
     """
-    ctx.obj = {"config": config, "data_dir": data_dir, "database_url": database_url, "key_file": key_file}
+    ctx.obj = {"config": config, "data_dir": data_dir, "database_url": database_url, "key_file": key_file,
+               "adapter_store": adapter_store}
     if ctx.invoked_subcommand is not None:
         return
     from psyassist.app.main import run
 
     cfg = _cfg(config, data_dir=data_dir, database_url=database_url, key_file=key_file, host=host, port=port,
                backend=backend, model=model, endpoint=endpoint, templates_dir=templates_dir, region=region,
-               secure_cookies=secure_cookies)
+               secure_cookies=secure_cookies, workers=workers, adapter_store=adapter_store)
     run(cfg, with_model=not no_model)
 
 
@@ -80,8 +85,41 @@ def _state(ctx: typer.Context, **extra):
 
     o = ctx.obj or {}
     cfg = _cfg(o.get("config"), data_dir=o.get("data_dir"), database_url=o.get("database_url"),
-               key_file=o.get("key_file"), **extra)
+               key_file=o.get("key_file"), adapter_store=o.get("adapter_store"), **extra)
     return open_state(cfg, create=False)
+
+
+@app_app.command("worker")
+def app_worker(
+    ctx: typer.Context,
+    once: bool = typer.Option(False, "--once", help="Run the queued jobs, then exit (for cron or a test)."),
+    poll: float = typer.Option(2.0, "--poll", help="Seconds between looks at the queue when it is empty."),
+) -> None:
+    """Run training jobs (per-client adapters) from the app's database; as many as you like, on any machine.
+
+    psyassist app --database-url postgresql+psycopg://psyassist@db/psyassist --adapter-store s3://adapters worker
+
+    It needs the same database, master key and adapter store as the app.  A GPU worker trains on the
+    GPU; the same code runs on CPU.  Ctrl-C stops it after the current step; a killed worker's job is
+    retried by another worker once its heartbeat is older than job_timeout_s.
+    """
+    from psyassist.app.jobs import Worker
+
+    st = _state(ctx)
+    worker = Worker(st, poll_s=poll)
+    print(f"psyassist app worker {worker.name}: {st.db.dialect} database, adapters in {st.blobs.describe()}",
+          flush=True)
+    try:
+        if once:
+            while worker.run_once():
+                pass
+        else:
+            worker.run()
+    except KeyboardInterrupt:
+        worker.stop.set()
+    finally:
+        st.close()
+    print(f"worker {worker.name}: {worker.jobs_run} job(s) run")
 
 
 @app_app.command("migrate")
@@ -214,7 +252,7 @@ def app_backup(ctx: typer.Context, out_dir: Path | None = typer.Argument(
         target = out_dir or st.cfg.backup_dir
         if target is None:
             raise PsyassistError("give a directory (psyassist app backup DIR) or set backup_dir in the settings")
-        snap, keys = backup(st.db, st.master, st.cfg.audit_path, target)
+        snap, keys = backup(st.db, st.master, st.cfg.audit_path, target, blobs=st.blobs)
         st.audit.access(who="cli", action="backup", client=None, target=snap.name)
         print(f"snapshot {snap} ({snap.stat().st_size:,} bytes); key store {keys}")
     finally:
@@ -244,9 +282,12 @@ def app_restore(
     snap_master = None
     if snapshot_key_file:
         snap_master, _ = MasterKey.load(snapshot_key_file, create=False)
+    from psyassist.app.store.blobs import open_store
+
     db = Database(cfg.db_url)
     try:
-        counts = restore(snapshot, keystore, db, master, cfg.audit_path, snapshot_master=snap_master)
+        counts = restore(snapshot, keystore, db, master, cfg.audit_path, snapshot_master=snap_master,
+                         blobs=open_store(cfg.adapter_store_url))
     finally:
         db.dispose()
     print(f"restored into {cfg.db_url} with the key from {where}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))

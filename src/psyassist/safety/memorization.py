@@ -279,7 +279,6 @@ def check_memorization(base: str, adapter: str, notes: list[Note] | list[str], *
     from peft import PeftModel
 
     from psyassist.models import load_model
-    from psyassist.render import ChatRenderer, RenderOptions
 
     model, tok = load_model(base, dtype=dtype, device=device)
     try:
@@ -287,6 +286,23 @@ def check_memorization(base: str, adapter: str, notes: list[Note] | list[str], *
     except (OSError, ValueError, RuntimeError) as e:  # RuntimeError: shapes of another base model
         raise PsyassistError(f"cannot load adapter {adapter} onto {base}: {e}") from e
     model.eval()
+    report = check_loaded(model, tok, notes, prefix_tokens=prefix_tokens, continuation_tokens=continuation_tokens,
+                          samples=samples, seed=seed, thresholds=thresholds, policy=policy,
+                          enable_thinking=enable_thinking)
+    report.settings.update(model=str(base), adapter=str(adapter), seconds=round(time.perf_counter() - t0, 2))
+    return report
+
+
+def check_loaded(model, tok, notes: list[Note] | list[str], *, prefix_tokens: int = 32, continuation_tokens: int = 32,
+                 samples: int = 20, seed: int = 0, thresholds: Thresholds = Thresholds(), policy: str = "block",
+                 enable_thinking: bool | None = False) -> MemorizationReport:
+    """The same check on a PeftModel already in memory (the counselor app's adapters never exist as files)."""
+    from psyassist.render import ChatRenderer, RenderOptions
+
+    if policy not in POLICIES:
+        raise PsyassistError(f"memorization policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+    t0 = time.perf_counter()
+    notes = [n if isinstance(n, Note) else Note(n) for n in notes]
     renderer = ChatRenderer(tok, RenderOptions(enable_thinking=enable_thinking))
 
     encoded = [encode_note(tok, renderer, n) for n in notes]
@@ -315,7 +331,7 @@ def check_memorization(base: str, adapter: str, notes: list[Note] | list[str], *
              "adapter_lcs_ratio": round(a["lcs_ratio"], 4), "base_lcs_ratio": round(b["lcs_ratio"], 4)}
             for (i, c), a, b in zip(picked, rows_a, rows_b, strict=True)]
     chat = sum(n.context is not None for n in notes)
-    settings = {"model": str(base), "adapter": str(adapter), "notes": len(notes),
+    settings = {"model": None, "adapter": None, "notes": len(notes),
                 "prompt": "chat" if chat == len(notes) else "raw" if not chat else "mixed",
                 "enable_thinking": enable_thinking, "prefix_tokens": prefix_tokens,
                 "continuation_tokens": continuation_tokens, "samples_requested": samples, "samples": len(picked),

@@ -12,10 +12,15 @@ A loaded adapter is pinned while a running batch row uses it and is never evicte
 when all --max-adapters slots are pinned, a request for another adapter waits in the queue.
 The new adapter is loaded before the old one is deleted (for a moment max+1 are loaded):
 PEFT cannot hold a PeftModel with no adapter.
+
+Adapters can also be registered IN MEMORY (`register(name, config, weights)`): a LoRA config dict
+and safetensors bytes, loaded with `set_peft_model_state_dict` — no file.  The counselor app
+uses this for per-client adapters, which exist on disk only encrypted.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter, OrderedDict
 from pathlib import Path
 
@@ -58,9 +63,22 @@ class AdapterPool:
         self.pins: Counter = Counter()
         self.loads = 0
         self.evictions = 0
+        self.memory: dict[str, tuple[dict, bytes]] = {}  # name -> (LoRA config, safetensors bytes)
+        self.memory_lock = threading.Lock()  # register/forget run on request threads, loads on the worker
 
-    def available(self) -> dict[str, Path]:
-        return discover(self.adapter_dir)
+    def available(self) -> dict[str, Path | str]:
+        with self.memory_lock:
+            mem = {n: "memory" for n in self.memory}
+        return {**discover(self.adapter_dir), **mem}
+
+    def register(self, name: str, config: dict, weights: bytes) -> None:
+        with self.memory_lock:
+            self.memory[name] = (config, weights)
+
+    def forget(self, name: str) -> None:
+        """Drop a registered adapter; a loaded copy is evicted at the next acquire that needs a slot."""
+        with self.memory_lock:
+            self.memory.pop(name, None)
 
     def acquire(self, name: str | None) -> bool:
         """Load (if needed) and pin `name`; False when every slot is pinned by running rows."""
@@ -78,7 +96,7 @@ class AdapterPool:
                 return False
         path = self.available().get(name)
         if path is None:
-            raise PsyassistError(f"adapter '{name}' is no longer in {self.adapter_dir}")
+            raise PsyassistError(f"adapter '{name}' is no longer available (not in {self.adapter_dir}, not registered)")
         self._load(name, path)
         if victim is not None:
             self.model.set_adapter(name)  # the victim may be PEFT's active adapter; deleting that one warns
@@ -94,9 +112,13 @@ class AdapterPool:
         if name is not None and self.pins[name] > 0:
             self.pins[name] -= 1
 
-    def _load(self, name: str, path: Path) -> None:
+    def _load(self, name: str, path: Path | str) -> None:
         from peft import PeftModel
 
+        if path == "memory":
+            with self.memory_lock:
+                config, weights = self.memory[name]
+            return self._load_memory(name, config, weights)
         try:
             if isinstance(self.model, PeftModel):
                 self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
@@ -107,6 +129,28 @@ class AdapterPool:
             raise PsyassistError(f"cannot load adapter '{name}' from {path}: {e}") from e
         self.model.eval()
         self.loaded[name] = path
+        self.loads += 1
+        self.names = tuple(self.loaded)
+
+    def _load_memory(self, name: str, config: dict, weights: bytes) -> None:
+        from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+        from safetensors.torch import load
+
+        try:
+            cfg = LoraConfig(**{k: v for k, v in config.items() if k in LoraConfig.__dataclass_fields__})
+            cfg.inference_mode = True
+            if isinstance(self.model, PeftModel):
+                self.model.add_adapter(name, cfg)
+            else:
+                self.model = get_peft_model(self.model, cfg, adapter_name=name)
+            result = set_peft_model_state_dict(self.model, load(weights), adapter_name=name)
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
+            raise PsyassistError(f"cannot load adapter '{name}' from memory: {e}") from e
+        if getattr(result, "unexpected_keys", None):
+            raise PsyassistError(f"adapter '{name}' does not fit this model (unexpected weights, e.g. "
+                                 f"{result.unexpected_keys[0]})")
+        self.model.eval()
+        self.loaded[name] = Path("memory:" + name)
         self.loads += 1
         self.names = tuple(self.loaded)
 

@@ -199,7 +199,7 @@ def create_app(cfg: ServeConfig, backend) -> FastAPI:
                                 "--api-key or PSYASSIST_API_KEYS", "invalid_api_key")
 
     def model_ids() -> list[str]:
-        return [backend.base_name] + [n for n in backend.adapters() if n != backend.base_name]
+        return [backend.base_name] + [n for n, p in backend.adapters().items() if n != backend.base_name and p != "memory"]
 
     @app.get("/health")
     async def health() -> dict:
@@ -213,8 +213,32 @@ def create_app(cfg: ServeConfig, backend) -> FastAPI:
         data = [{"id": backend.base_name, "object": "model", "created": now, "owned_by": "psyassist",
                  "root": cfg.model, "parent": None}]
         data += [{"id": n, "object": "model", "created": now, "owned_by": "psyassist", "root": str(p),
-                  "parent": backend.base_name} for n, p in backend.adapters().items() if n != backend.base_name]
+                  "parent": backend.base_name} for n, p in backend.adapters().items()
+                 if n != backend.base_name and p != "memory"]  # in-memory adapters are not listed
         return {"object": "list", "data": data}
+
+    @app.put("/psyassist/adapters/{name}")
+    async def put_adapter(name: str, request: Request) -> dict:
+        """psyassist extension: register a LoRA adapter IN MEMORY (config + base64 safetensors), never on disk.
+        The counselor app hands per-client adapters over this way (decrypted by the app, over loopback or
+        TLS).  Not listed in /v1/models; requests name it as their model.  HF backend only."""
+        import base64
+
+        check_key(request)
+        if not hasattr(backend, "pool"):
+            raise APIError(501, "in-memory adapters need the HF backend (vLLM loads LoRA only from a path)",
+                           "unsupported")
+        if not name or len(name) > 64 or not all(ch.isalnum() or ch in "-_" for ch in name):
+            raise APIError(400, "adapter names are 1-64 letters, digits, '-' or '_'", "bad_name")
+        try:
+            body = await request.json()
+            config, weights = body["config"], base64.b64decode(body["weights"], validate=True)
+        except (ValueError, KeyError, TypeError) as e:
+            raise APIError(400, f"expected JSON {{config, weights (base64 safetensors)}}: {e}", "bad_adapter") from e
+        if not isinstance(config, dict) or config.get("peft_type", "LORA") != "LORA":
+            raise APIError(400, "config must be a LoRA adapter_config object", "bad_adapter")
+        backend.pool.register(name, config, weights)
+        return {"name": name, "bytes": len(weights)}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request):

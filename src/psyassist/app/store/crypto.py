@@ -183,7 +183,10 @@ class DataKey:
         return _seal(self._aead, data, field_ad(table, row_id, field))
 
     def open(self, blob: bytes, table: str, row_id: str, field: str) -> str:
-        return _open(self._aead, blob, field_ad(table, row_id, field), f"{table} {row_id} field {field}").decode("utf-8")
+        return self.open_bytes(blob, table, row_id, field).decode("utf-8")
+
+    def open_bytes(self, blob: bytes, table: str, row_id: str, field: str) -> bytes:
+        return _open(self._aead, blob, field_ad(table, row_id, field), f"{table} {row_id} field {field}")
 
 
 class KeyCache:

@@ -107,6 +107,8 @@ class Client(Base):
     name_ct: Mapped[bytes] = mapped_column(LargeBinary)
     tags_ct: Mapped[bytes] = mapped_column(LargeBinary)  # JSON list of strings
     archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Which adapter drafts use (revision 0003): None = the newest usable version, "base", or "v<N>" pinned.
+    adapter_choice: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
@@ -213,3 +215,49 @@ class ChatMessage(Base):
     provenance: Mapped[str] = mapped_column(Text, default="{}")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     __table_args__ = (UniqueConstraint("chat_id", "seq"),)
+
+
+# --- revision 0003: per-client adapters and durable jobs ------------------------------------------
+
+
+class Adapter(Base):
+    """One version of a client's LoRA adapter.  The weights are in the blob store, sealed with the
+    client's data key (`blob_key`); this row holds only figures (no client text)."""
+    __tablename__ = "adapters"
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    client_id: Mapped[str] = mapped_column(ID, ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    owner_id: Mapped[str] = mapped_column(ID, ForeignKey("users.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="ready")  # ready | held (memorization) | deleted
+    method: Mapped[str] = mapped_column(String(16))  # sft | dpo
+    base_model: Mapped[str] = mapped_column(String(256))
+    blob_key: Mapped[str] = mapped_column(String(200))
+    size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    manifest: Mapped[str] = mapped_column(Text, default="{}")  # JSON: data hash, notes used, steps, loss, tokens
+    memorization: Mapped[str] = mapped_column(Text, default="{}")  # JSON: the safety check's figures and verdict
+    job_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    __table_args__ = (UniqueConstraint("client_id", "version"),)
+
+
+class Job(Base):
+    """A durable background job (training a client's adapter), claimed by one worker at a time."""
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(32))  # train_adapter
+    client_id: Mapped[str] = mapped_column(ID, ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    owner_id: Mapped[str] = mapped_column(ID, ForeignKey("users.id"))
+    # queued | running | done | failed | cancelled
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    params: Mapped[str] = mapped_column(Text, default="{}")
+    progress: Mapped[str] = mapped_column(Text, default="{}")  # step, steps, loss, tokens_per_s, eta_s, phase
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)  # for the counselor; no client text
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=2)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    adapter_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

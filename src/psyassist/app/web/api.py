@@ -69,6 +69,15 @@ class ItemPatch(_Body):
     revision: int | None = None
 
 
+class TrainBody(_Body):
+    method: str | None = Field(None, pattern="^(sft|dpo)$")
+    steps: int | None = Field(None, ge=1, le=10_000)
+
+
+class ChoiceBody(_Body):
+    choice: str = Field(pattern="^(auto|base|v[0-9]{1,6})$")
+
+
 class SaveBody(_Body):
     revision: int | None = None
 
@@ -259,3 +268,37 @@ def add_api(app: FastAPI, st, *, workspace, screen, set_session_cookie) -> None:
         d = await run(ws.draft, did, audit=False)
         nid = await run(ws.save_draft, did, st.template(d.template), revision=body.revision)
         return _note(await run(ws.note, nid))
+
+    @app.get("/api/v1/clients/{cid}/adapters", tags=["adapters"])
+    def api_adapters(cid: str, request: Request):
+        from psyassist.app.adapters import for_client
+
+        ws, _ = workspace(request)
+        adapters, choice = ws.adapters(cid)
+        active = for_client(st, cid)
+        return {"choice": choice or "auto", "active_version": active["version"] if active else None,
+                "adapters": adapters, "jobs": ws.jobs(cid)}
+
+    @app.post("/api/v1/clients/{cid}/train", status_code=201, tags=["adapters"])
+    async def api_train(cid: str, body: TrainBody, request: Request):
+        ws, _ = workspace(request)
+        job = await run(lambda: ws.start_training(cid, method=body.method, steps=body.steps))
+        return {"job_id": job}
+
+    @app.post("/api/v1/clients/{cid}/jobs/{job_id}/cancel", tags=["adapters"])
+    async def api_cancel(cid: str, job_id: str, request: Request):
+        ws, _ = workspace(request)
+        await run(ws.cancel_training, cid, job_id)
+        return {"job_id": job_id}
+
+    @app.put("/api/v1/clients/{cid}/adapter-choice", tags=["adapters"])
+    async def api_choice(cid: str, body: ChoiceBody, request: Request):
+        ws, _ = workspace(request)
+        await run(ws.set_adapter_choice, cid, None if body.choice == "auto" else body.choice)
+        return {"choice": body.choice}
+
+    @app.delete("/api/v1/clients/{cid}/adapters/{version}", status_code=204, tags=["adapters"])
+    async def api_adapter_delete(cid: str, version: int, request: Request):
+        ws, _ = workspace(request)
+        await run(ws.delete_adapter, cid, version)
+

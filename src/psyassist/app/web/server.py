@@ -230,7 +230,9 @@ def create_app(st: AppState) -> FastAPI:
     # --- crisis screening of everything a counselor types ------------------------------------------
 
     def screen(text: str, subject: str, source: str, ref: str) -> str | None:
-        det = detect(text or "")
+        # The counselor writes ABOUT their client: a reported threat ("she said she will take the pills
+        # tonight") is the client's risk, assessed as if first person (issue 13's counselor_note context).
+        det = detect(text or "", context="counselor_note")
         if not det.flagged:
             return None
         st.audit.record(det, client=subject, source=source, ref=ref)
@@ -246,11 +248,12 @@ def create_app(st: AppState) -> FastAPI:
             ref = e.get("ref") or ""
             try:  # the evidence is recomputed from the (encrypted) record: the log holds no text
                 if ref.startswith("draft:"):
-                    evidence = [x.text for x in detect(ws.draft(ref[6:], audit=False).input).evidence]
+                    evidence = [x.text for x in detect(ws.draft(ref[6:], audit=False).input,
+                                                       context="counselor_note").evidence]
                 elif ref.startswith("message:"):
                     _, chat_id, mid = ref.split(":")
                     msg = next((m for m in ws.chat(chat_id)["messages"] if m["id"] == mid), None)
-                    evidence = [x.text for x in detect(msg["content"]).evidence] if msg else []
+                    evidence = [x.text for x in detect(msg["content"], context="counselor_note").evidence] if msg else []
                 elif ref.startswith("text:"):
                     evidence = []
             except PsyassistError:
@@ -451,12 +454,57 @@ def create_app(st: AppState) -> FastAPI:
         cid = await run_in_threadpool(ws.create_client, str(form.get("name", "")), str(form.get("tags", "")))
         return back(f"/clients/{cid}", "client_created")
 
+    def training_context(ws: Workspace, cid: str) -> dict:
+        from psyassist.app.adapters import for_client
+
+        adapters, choice = ws.adapters(cid)
+        jobs = ws.jobs(cid)
+        notes = ws.notes(cid)
+        return {"adapters": adapters, "choice": choice, "jobs": jobs, "active": for_client(st, cid),
+                "job_active": bool(jobs and jobs[0]["status"] in ("queued", "running")),
+                "trainable": any(n.draft_id for n in notes), "default_method": cfg.train_method}
+
     def client_page(request: Request, ws: Workspace, c: Ctx, cid: str, status: int = 200, **kw):
         client = ws.client(cid)
         return page(request, "client.html", c, status=status, nav="clients", client=client,
                     info=ws.basic_info(cid), notes=ws.notes(cid), drafts=ws.drafts(cid),
                     templates=list(st.templates.values()), default_template=c.actor.note_template,
-                    template_of=st.template, today=date.today().isoformat(), alerts=alerts_for(ws, {cid}), **kw)
+                    template_of=st.template, today=date.today().isoformat(), alerts=alerts_for(ws, {cid}),
+                    **training_context(ws, cid), **kw)
+
+    @app.get("/clients/{cid}/training", response_class=HTMLResponse)
+    def training_partial(cid: str, request: Request):
+        ws, c = workspace(request)
+        return page(request, "_training.html", c, client=ws.client(cid), **training_context(ws, cid))
+
+    @app.post("/clients/{cid}/train")
+    async def train_start(cid: str, request: Request):
+        ws, c = workspace(request)
+        form = await request.form()
+        await run_in_threadpool(ws.start_training, cid, method=str(form.get("method", "")) or None)
+        return RedirectResponse(f"/clients/{cid}?notice=training_queued#training", status_code=303)
+
+    @app.post("/clients/{cid}/jobs/{job_id}/cancel")
+    async def train_cancel(cid: str, job_id: str, request: Request):
+        ws, c = workspace(request)
+        await run_in_threadpool(ws.cancel_training, cid, job_id)
+        return RedirectResponse(f"/clients/{cid}#training", status_code=303)
+
+    @app.post("/clients/{cid}/adapter-choice")
+    async def adapter_choice(cid: str, request: Request):
+        ws, c = workspace(request)
+        form = await request.form()
+        choice = str(form.get("choice", "auto"))
+        await run_in_threadpool(ws.set_adapter_choice, cid, None if choice == "auto" else choice)
+        return RedirectResponse(f"/clients/{cid}?notice=adapter_saved#training", status_code=303)
+
+    @app.post("/clients/{cid}/adapters/{version}/delete")
+    async def adapter_delete(cid: str, version: str, request: Request):
+        ws, c = workspace(request)
+        if not version.isdigit():
+            raise NotFound("no such adapter version")
+        await run_in_threadpool(ws.delete_adapter, cid, int(version))
+        return RedirectResponse(f"/clients/{cid}?notice=adapter_saved#training", status_code=303)
 
     @app.get("/clients/{cid}", response_class=HTMLResponse)
     def client_view(cid: str, request: Request):
@@ -836,7 +884,7 @@ def create_app(st: AppState) -> FastAPI:
         if st.runner is None:
             raise Conflict("no model is configured for this app")
         chat = await run_in_threadpool(ws.chat, chat_id)
-        det = detect(text)
+        det = detect(text, context="counselor_note")
         mid = await run_in_threadpool(ws.add_message, chat_id, "user", text,
                                       crisis_level=det.level if det.flagged else None)
         if det.flagged:
