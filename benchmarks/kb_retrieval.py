@@ -89,8 +89,8 @@ def chunk_corpus(corpus, embedder, *, size: int = 200, overlap: int = 40):
     return out
 
 
-def index_corpus(corpus, index: str | Path, embedder, *, vectors: bool = True) -> int:
-    """Write the corpus into a library index (one document per doc_key, path bench://GROUP/KEY)."""
+def embed_corpus(corpus, embedder, *, vectors: bool = True) -> dict:
+    """{(group, doc_key): [NewChunk]} — BM25 tokens and vectors as `kb ingest` makes them."""
     chunks = chunk_corpus(corpus, embedder)
     texts = [with_context(c.section, c.text) for _, _, c in chunks]
     if vectors:
@@ -101,11 +101,20 @@ def index_corpus(corpus, index: str | Path, embedder, *, vectors: bool = True) -
     by_doc = defaultdict(list)
     for (group, key, c), t, v in zip(chunks, texts, vecs, strict=True):
         by_doc[(group, key)].append(NewChunk(c.text, c.section, c.page, c.page_end, c.n_tokens, tokenize(t), v))
+    return by_doc
+
+
+def write_index(by_doc: dict, index: str | Path) -> int:
+    """One library document per doc_key, path bench://GROUP/KEY; returns the chunks written."""
     store = KbStore(index)
     for (group, key), new in by_doc.items():
-        store.put_document(path=f"bench://{group}/{key}", sha256=f"{key}".ljust(64, "0")[:64], format="text",
+        store.put_document(path=f"bench://{group}/{key}", sha256=f"{group}/{key}", format="text",
                            title=key, author="", size_bytes=sum(len(c.text) for c in new), chunks=new)
-    return len(chunks)
+    return sum(len(v) for v in by_doc.values())
+
+
+def index_corpus(corpus, index: str | Path, embedder, *, vectors: bool = True) -> int:
+    return write_index(embed_corpus(corpus, embedder, vectors=vectors), index)
 
 
 def _group(path: str) -> str:
@@ -186,12 +195,13 @@ def main() -> None:
         f.unlink()
     t_start = time.time()
     embedder = load_embedder("default")
-    results, sizes, timing = {}, {}, {}
+    results, sizes, timing, embedded = {}, {}, {}, {}
     corpora = {"en": build("en", args.data, n_queries=args.en_queries, en_answers=args.en_answers),
                "zh": build("zh", args.data, n_queries=args.zh_queries, zh_dialogues=args.zh_dialogues)}
     for lang, (corpus, queries) in corpora.items():
         t0 = time.time()
-        sizes[lang] = {"documents": len(corpus), "chunks": index_corpus(corpus, work / f"{lang}.sqlite", embedder),
+        embedded[lang] = embed_corpus(corpus, embedder)
+        sizes[lang] = {"documents": len(corpus), "chunks": write_index(embedded[lang], work / f"{lang}.sqlite"),
                        "queries": len(queries)}
         timing[f"index_{lang}_s"] = round(time.time() - t0, 1)
         searcher = Searcher(KbStore(work / f"{lang}.sqlite").load(), embedder)
@@ -201,9 +211,7 @@ def main() -> None:
 
     # --- latency on 10k chunks: en + zh + padding from other dialogues -----------------------------
     big = work / "all.sqlite"
-    n = 0
-    for lang in ("en", "zh"):
-        n += index_corpus(corpora[lang][0], big, embedder)
+    n = write_index({**embedded["en"], **embedded["zh"]}, big)
     used = {g for g, _, _ in corpora["zh"][0]}
     rest = [d for d in (json.loads(line) for line in (Path(args.data) / "CPsyCoun" / "cpsycound.jsonl").open())
             if d["id"] not in used]
