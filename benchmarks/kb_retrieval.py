@@ -40,7 +40,7 @@ from _common import peak_rss_mb, record  # noqa: E402
 from psyassist.kb.chunk import chunk_blocks  # noqa: E402
 from psyassist.kb.ingest import with_context  # noqa: E402
 from psyassist.kb.parse import Block  # noqa: E402
-from psyassist.kb.search import Searcher, tokenize  # noqa: E402
+from psyassist.kb.search import RRF_K, Searcher, tokenize  # noqa: E402
 from psyassist.kb.store import KbStore, NewChunk  # noqa: E402
 
 MODES = ("bm25", "dense", "hybrid")
@@ -164,6 +164,47 @@ def evaluate(searcher: Searcher, queries, modes=MODES, *, boot: int = 2000, seed
     return out
 
 
+def fusion_study(searcher: Searcher, queries, *, seed: int = 7, boot: int = 2000) -> dict:
+    """Plain RRF of both retrievers with no language gate, and a weighted RRF (dense weight w, constant k)
+    chosen on a random half of the queries and measured on the other half against the best single
+    retriever there (paired bootstrap of the MRR@10 difference)."""
+    groups = [_group(r["path"]) for r in searcher.rows]
+    runs = [([i for i, _ in searcher.bm25_ranking(q, 50)], [i for i, _ in searcher.dense_ranking(q, 50)], g)
+            for q, g in queries]
+
+    def mrr(ranked, g):
+        return next((1 / (i + 1) for i, d in enumerate(ranked[:10]) if groups[d] == g), 0.0)
+
+    def fuse(b, d, w, k):  # kb.search.rrf with a weight on the dense ranks (same tie-breaks)
+        sc: dict[int, float] = {}
+        best: dict[int, int] = {}
+        for weight, ranking in ((1.0, b), (w, d)):
+            for r, i in enumerate(ranking, 1):
+                sc[i] = sc.get(i, 0.0) + weight / (k + r)
+                best[i] = min(best.get(i, r), r)
+        return sorted(sc, key=lambda i: (-sc[i], best[i], i))
+
+    def scores(ids, f):
+        return np.array([mrr(f(runs[i][0], runs[i][1]), runs[i][2]) for i in ids])
+
+    order = list(range(len(runs)))
+    random.Random(seed).shuffle(order)
+    dev, test = order[: len(order) // 2], order[len(order) // 2:]
+    grid = [(w, k) for w in (0.25, 0.5, 1, 2, 3, 4, 6) for k in (10, 60)]
+    w, k = max(grid, key=lambda wk: scores(dev, lambda b, d: fuse(b, d, *wk)).mean())
+    tuned = scores(test, lambda b, d: fuse(b, d, w, k))
+    single = {"bm25": scores(test, lambda b, d: b), "dense": scores(test, lambda b, d: d)}
+    best = max(single, key=lambda m: single[m].mean())
+    diff = tuned - single[best]
+    bs = diff[np.random.default_rng(0).integers(0, len(diff), (boot, len(diff)))].mean(axis=1)
+    return {"plain_rrf_ungated_mrr@10": round(float(scores(order, lambda b, d: fuse(b, d, 1, RRF_K)).mean()), 4),
+            "tuned_on_dev": {"dense_weight": w, "k": k, "dev_queries": len(dev), "test_queries": len(test)},
+            "test_mrr@10": {"tuned_rrf": round(float(tuned.mean()), 4),
+                            **{m: round(float(v.mean()), 4) for m, v in single.items()}},
+            f"tuned_minus_{best}": round(float(diff.mean()), 4),
+            f"tuned_minus_{best}_ci95": [round(float(np.percentile(bs, q)), 4) for q in (2.5, 97.5)]}
+
+
 def verdict(res: dict) -> str:
     """Does hybrid beat the best single retriever on MRR@10 (paired interval above 0)?"""
     best = max(("bm25", "dense"), key=lambda m: res[m]["mrr@10"])
@@ -207,6 +248,7 @@ def main() -> None:
         searcher = Searcher(KbStore(work / f"{lang}.sqlite").load(), embedder)
         results[lang] = evaluate(searcher, queries)
         results[lang]["verdict"] = verdict(results[lang])
+        results[lang]["fusion_study"] = fusion_study(searcher, queries)
         print(lang, sizes[lang], json.dumps(results[lang], ensure_ascii=False), file=sys.stderr)
 
     # --- latency on 10k chunks: en + zh + padding from other dialogues -----------------------------
@@ -256,7 +298,16 @@ def main() -> None:
         r = results[lang]
         return (f"{lang}: " + "; ".join(
             f"{m} R@5 {r[m]['recall@5']:.3f} R@10 {r[m]['recall@10']:.3f} MRR {r[m]['mrr@10']:.3f} "
-            f"[{r[m]['mrr@10_ci95'][0]:.3f}, {r[m]['mrr@10_ci95'][1]:.3f}]" for m in MODES) + f" → {r['verdict']}")
+            f"[{r[m]['mrr@10_ci95'][0]:.3f}, {r[m]['mrr@10_ci95'][1]:.3f}]" for m in MODES) + f" → {r['verdict']}"
+            + f"; {fusion_line(r['fusion_study'])}")
+
+    def fusion_line(f):
+        d = next(k for k in f if k.startswith("tuned_minus_") and not k.endswith("ci95"))
+        lo, hi = f[d + "_ci95"]
+        return (f"ungated plain RRF MRR {f['plain_rrf_ungated_mrr@10']:.3f}; RRF tuned on half the queries (dense "
+                f"×{f['tuned_on_dev']['dense_weight']}, k={f['tuned_on_dev']['k']}) on the other half "
+                f"{f['test_mrr@10']['tuned_rrf']:.3f} vs {d[12:]} {f['test_mrr@10'][d[12:]]:.3f} "
+                f"({f[d]:+.3f} [{lo:+.3f}, {hi:+.3f}])")
 
     summary = (f"{embedder.name}, {sizes['en']['queries']} en queries over {sizes['en']['chunks']} chunks "
                f"(CounselChat), {sizes['zh']['queries']} zh over {sizes['zh']['chunks']} (CPsyCoun); {fmt('en')}; "

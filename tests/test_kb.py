@@ -322,6 +322,18 @@ def test_bad_files_are_skipped_with_reasons_and_the_batch_goes_on(tmp_path, embe
     assert "unsupported file type '.rtf'" in why["notes.rtf"]
 
 
+def test_a_missing_parser_package_skips_its_format_with_the_install_line(tmp_path, embedder, monkeypatch):
+    import sys
+
+    root = make_library(tmp_path / "docs")
+    monkeypatch.setitem(sys.modules, "ebooklib", None)  # import ebooklib → ImportError
+    monkeypatch.setitem(sys.modules, "docx", None)
+    rep = ingest([root], tmp_path / "i.sqlite", embedder=embedder)
+    why = {Path(p).name: r for p, r in rep.skipped}
+    assert len(rep.added) == 4 and "pip install ebooklib" in why["grief.epub"]
+    assert "pip install python-docx" in why["family.docx"]
+
+
 def test_same_content_under_two_paths_is_indexed_once(tmp_path, embedder):
     (tmp_path / "a.txt").write_text("Behavioural activation schedules pleasant activities.\n")
     (tmp_path / "b.txt").write_text("Behavioural activation schedules pleasant activities.\n")
@@ -429,19 +441,19 @@ def test_cli_ingest_search_list_remove(built, tmp_path):
 
 @pytest.mark.slow
 def test_real_data_retrieval(test_data, embedder, tmp_path):
-    """CounselChat (a question → its therapists' answers) and CPsyCoun (a dialogue's opening → its counselor
-    replies), 150 queries each, through the real store and searcher: hybrid finds a relevant passage in the
-    top 10 for most queries (measured 2026-12-06 — see benchmarks/kb_retrieval.py for the full figures)."""
+    """CounselChat (a question → its therapists' answers, among 400 answers) and CPsyCoun (a dialogue's
+    opening → its counselor replies, among 150 dialogues), 100 queries each, through the real chunker,
+    store and searcher. Floors sit well under what benchmarks/kb_retrieval.py measured on the full sets."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import kb_retrieval as bench
 
-    for lang, floor in (("en", 0.5), ("zh", 0.5)):
-        corpus, queries = bench.build(lang, test_data, n_queries=150, seed=0)
+    for lang in ("en", "zh"):
+        corpus, queries = bench.build(lang, test_data, n_queries=100, seed=0, en_answers=400, zh_dialogues=150)
         idx = tmp_path / f"{lang}.sqlite"
         bench.index_corpus(corpus, idx, embedder)
-        searcher = open_searcher(idx, embedder=embedder)
-        m = bench.evaluate(searcher, queries, ("bm25", "hybrid"))
-        assert m["hybrid"]["success@10"] >= floor, (lang, m)
-        assert m["hybrid"]["success@10"] >= m["bm25"]["success@10"] - 0.1, (lang, m)
+        m = bench.evaluate(open_searcher(idx, embedder=embedder), queries, ("bm25", "dense", "hybrid"), boot=200)
+        best_single = max(m["bm25"]["mrr@10"], m["dense"]["mrr@10"])
+        assert m["hybrid"]["success@10"] >= 0.6, (lang, m)
+        assert m["hybrid"]["mrr@10"] >= best_single - 0.15, (lang, m)  # fusion never far below the best one

@@ -16,7 +16,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from psyassist.data.io import decode
-from psyassist.errors import PsyassistError
+from psyassist.errors import MissingDependency, PsyassistError
 from psyassist.optional import require
 
 SUFFIXES = {".pdf": "pdf", ".docx": "docx", ".epub": "epub", ".html": "html", ".htm": "html",
@@ -270,7 +270,10 @@ def parse_pdf(p: Path) -> Document:
 
 
 def parse_docx(p: Path) -> Document:
-    docx = require("docx", "reading DOCX files in the knowledge library")
+    try:  # not require(): its fallback pip name would be 'docx', an unrelated package
+        import docx
+    except ImportError as e:
+        raise MissingDependency("python-docx", "reading DOCX files in the knowledge library") from e
     try:
         d = docx.Document(str(p))
     except Exception as e:  # PackageNotFoundError, KeyError for a missing part, BadZipFile
