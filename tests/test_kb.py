@@ -224,8 +224,7 @@ def test_every_format_ingested_with_metadata(built):
     assert "boundary script text" not in texts and "Home | About" not in texts  # script and nav dropped
 
 
-@pytest.mark.parametrize("mode", ["hybrid", "bm25", "dense"])
-@pytest.mark.parametrize("query, name, section, page", [
+CASES = [
     ("怎样帮助来访者缓解惊恐发作和呼吸困难", "anxiety.md", "惊恐发作", None),
     ("how to treat insomnia and sleep problems", "anxiety.md", "Sleep", None),
     ("dealing with resistance to change", "motivational.pdf", "", 1),  # both short pages in one chunk
@@ -233,10 +232,14 @@ def test_every_format_ingested_with_metadata(built):
     ("家庭成员之间的边界", "family.docx", "第一章 家庭系统", None),
     ("自伤风险评估要问什么", "自伤评估.txt", "", None),
     ("认知行为疗法 自动化思维", "cbt.html", "Cognitive restructuring › 认知重构", None),
-])
+]
+
+
+# dense alone is not asked Chinese queries: the packaged MiniLM is an English model (the benchmark measures it)
+@pytest.mark.parametrize("mode, query, name, section, page", [
+    (mode, *case) for mode in ("hybrid", "bm25", "dense") for case in CASES
+    if not (mode == "dense" and any("\u4e00" <= ch <= "\u9fff" for ch in case[0]))])
 def test_search_finds_the_right_chunk(built, embedder, mode, query, name, section, page):
-    if mode == "dense" and any("\u4e00" <= ch <= "\u9fff" for ch in query):
-        pytest.skip("the packaged MiniLM is an English model; Chinese dense retrieval is measured in the benchmark")
     _, index, _ = built
     hits = open_searcher(index, mode=mode, embedder=embedder).search(query, k=3, mode=mode)
     top = hits[0]
@@ -441,19 +444,24 @@ def test_cli_ingest_search_list_remove(built, tmp_path):
 
 @pytest.mark.slow
 def test_real_data_retrieval(test_data, embedder, tmp_path):
-    """CounselChat (a question → its therapists' answers, among 400 answers) and CPsyCoun (a dialogue's
-    opening → its counselor replies, among 150 dialogues), 100 queries each, through the real chunker,
-    store and searcher. Floors sit well under what benchmarks/kb_retrieval.py measured on the full sets."""
+    """CounselChat (a question → its therapists' answers, among 300 answers) and CPsyCoun (a dialogue's
+    opening → its counselor replies, among 120 dialogues), 80 queries each, through the real chunker,
+    store and searcher; the orderings asserted are those benchmarks/kb_retrieval.py measured on the full sets."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import kb_retrieval as bench
 
     for lang in ("en", "zh"):
-        corpus, queries = bench.build(lang, test_data, n_queries=100, seed=0, en_answers=400, zh_dialogues=150)
+        corpus, queries = bench.build(lang, test_data, n_queries=80, seed=0, en_answers=300, zh_dialogues=120)
         idx = tmp_path / f"{lang}.sqlite"
         bench.index_corpus(corpus, idx, embedder)
         m = bench.evaluate(open_searcher(idx, embedder=embedder), queries, ("bm25", "dense", "hybrid"), boot=200)
-        best_single = max(m["bm25"]["mrr@10"], m["dense"]["mrr@10"])
-        assert m["hybrid"]["success@10"] >= 0.6, (lang, m)
-        assert m["hybrid"]["mrr@10"] >= best_single - 0.15, (lang, m)  # fusion never far below the best one
+        print(lang, {mode: (v["mrr@10"], v["success@10"]) for mode, v in m.items() if mode != "queries"})
+        if lang == "en":  # the English model beats BM25, and fusion keeps most of it
+            assert m["dense"]["mrr@10"] > m["hybrid"]["mrr@10"] > m["bm25"]["mrr@10"], m
+            assert m["hybrid"]["success@10"] >= 0.8, m
+        else:  # the English model is left out of Chinese queries: hybrid is exactly BM25
+            keys = ("recall@5", "recall@10", "success@10", "mrr@10")
+            assert [m["hybrid"][k] for k in keys] == [m["bm25"][k] for k in keys], m
+            assert m["bm25"]["success@10"] >= 0.6 and m["dense"]["mrr@10"] < 0.2, m
