@@ -465,3 +465,24 @@ def test_real_data_retrieval(test_data, embedder, tmp_path):
             keys = ("recall@5", "recall@10", "success@10", "mrr@10")
             assert [m["hybrid"][k] for k in keys] == [m["bm25"][k] for k in keys], m
             assert m["bm25"]["success@10"] >= 0.6 and m["dense"]["mrr@10"] < 0.2, m
+
+
+# --- the same tables on PostgreSQL -----------------------------------------------------------------
+
+
+def test_library_on_sqlite_and_postgresql(db_url, tmp_path, embedder):
+    """The index as a database URL: ingest, no-op, replace, search, remove — on both backends."""
+    root = make_library(tmp_path / "docs")
+    rep = ingest([root], db_url, embedder=embedder)
+    assert len(rep.added) == 6 and not rep.skipped
+    assert len(ingest([root], db_url, embedder=embedder).unchanged) == 6
+    (root / "cbt.html").write_text("<h1>Exposure</h1><p>Graded exposure builds a fear hierarchy.</p>")
+    assert [Path(p).name for p, _ in ingest([root], db_url, embedder=embedder).replaced] == ["cbt.html"]
+    searcher = open_searcher(db_url, embedder=embedder)
+    assert searcher.vectors.dtype == np.float32 and searcher.vectors.shape[1] == embedder.dim
+    assert searcher.search("fear hierarchy", k=1)[0]["section"] == "Exposure"
+    assert searcher.search("惊恐发作", k=1)[0]["title"] == "焦虑手册"
+    store = KbStore(db_url)
+    doc = store.find(path=str((root / "cbt.html").resolve()))
+    store.remove(doc["id"])
+    assert len(store.documents()) == 5 and all(r["document_id"] != doc["id"] for r in store.load().rows)
