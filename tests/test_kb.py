@@ -342,6 +342,12 @@ def test_same_content_under_two_paths_is_indexed_once(tmp_path, embedder):
     (tmp_path / "b.txt").write_text("Behavioural activation schedules pleasant activities.\n")
     rep = ingest([tmp_path / "a.txt", tmp_path / "b.txt"], tmp_path / "i.sqlite", embedder=embedder)
     assert len(rep.added) == 1 and "same content as" in rep.skipped[0][1]
+    (tmp_path / "c.txt").write_text("Sleep restriction compresses time in bed.\n")
+    ingest([tmp_path / "c.txt"], tmp_path / "i.sqlite", embedder=embedder)
+    (tmp_path / "c.txt").write_text("Behavioural activation schedules pleasant activities.\n")  # now a copy of a.txt
+    rep = ingest([tmp_path / "c.txt"], tmp_path / "i.sqlite", embedder=embedder)
+    assert "previous version was removed" in rep.skipped[0][1]
+    assert [Path(d["path"]).name for d in KbStore(tmp_path / "i.sqlite").documents()] == ["a.txt"]
 
 
 def test_a_failed_write_leaves_the_old_version(tmp_path):

@@ -110,7 +110,10 @@ def ingest(paths: Iterable[str | Path], index: str | Path, *, embed_model: str |
                 continue
             twin = store.find(sha256=sha)
             if twin is not None and twin["path"] != path:
-                raise KbFileError(path, f"same content as {twin['path']}, already in the index")
+                if old is not None:  # its previous version would otherwise stay searchable
+                    store.remove(old["id"])
+                raise KbFileError(path, f"same content as {twin['path']}, already in the index"
+                                        + (" (its previous version was removed)" if old is not None else ""))
             doc = parse_file(item)
             if embedder is None:  # loaded only when a file needs it: an all-unchanged batch stays instant
                 embedder = open_embedder(settings, tokenizer)
