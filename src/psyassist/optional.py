@@ -32,6 +32,10 @@ KNOWN = {
     "fastapi": ("fastapi", "serve"),
     "uvicorn": ("uvicorn", "serve"),
     "boto3": ("boto3", "app"),
+    "bm25s": ("bm25s", "kb"),
+    "pypdf": ("pypdf", "kb"),
+    "docx": ("python-docx", "kb"),
+    "ebooklib": ("ebooklib", "kb"),
 }
 
 

@@ -999,6 +999,10 @@ from psyassist.cli.assistant import app_app  # noqa: E402 — the command group 
 
 app.add_typer(app_app, name="app")
 
+from psyassist.cli.kb import kb_app  # noqa: E402 — the command group lives in its own file
+
+app.add_typer(kb_app, name="kb")
+
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: user errors print one message and exit 2, no traceback."""

@@ -1,0 +1,169 @@
+"""`psyassist kb`: the knowledge library — ingest documents, search them, list and remove them.
+
+    psyassist kb ingest ~/library/ guideline.pdf --index library.sqlite
+    psyassist kb search "panic attack breathing" --index library.sqlite -k 5
+    psyassist kb list --index library.sqlite
+    psyassist kb remove guideline.pdf --index library.sqlite
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from psyassist.errors import PsyassistError
+
+kb_app = typer.Typer(help="The knowledge library: ingest books and guidelines, search them (BM25 + dense).",
+                     no_args_is_help=True)
+
+DEFAULT_INDEX = str(Path("~/.local/share/psyassist/kb.sqlite").expanduser())
+INDEX = typer.Option(DEFAULT_INDEX, "--index", "-i", envvar="PSYASSIST_KB_INDEX",
+                     help="The library index: a SQLite file, or a database URL (postgresql+psycopg://…).")
+
+
+@kb_app.command("ingest")
+def kb_ingest(
+    paths: list[str] = typer.Argument(..., help="Files and directories (PDF, EPUB, DOCX, HTML, Markdown, text)."),
+    index: str = INDEX,
+    embed_model: str | None = typer.Option(
+        None, "--embed-model", help="'default' (packaged all-MiniLM-L6-v2), a local sentence-transformers "
+                                    "directory, or with --embed-url the endpoint's model name. Fixed per index."),
+    embed_url: str | None = typer.Option(
+        None, "--embed-url", help="An OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 "
+                                  "(key from $OPENAI_API_KEY)."),
+    tokenizer: str | None = typer.Option(
+        None, "--tokenizer", help="With --embed-url: a local tokenizer directory to size chunks exactly."),
+    chunk_tokens: int | None = typer.Option(None, "--chunk-tokens", help="Chunk size in the embedder's tokens "
+                                                                         "(default 200; MiniLM reads 256)."),
+    overlap: int | None = typer.Option(None, "--overlap", help="Tokens shared by neighbouring chunks (default 40)."),
+    max_mb: float = typer.Option(200, "--max-mb", help="Skip files larger than this many MB."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Add files to the library; unchanged files are skipped, changed ones replace their old chunks.
+
+    psyassist kb ingest books/ notes.md --index library.sqlite
+    """
+    from psyassist.kb.ingest import ingest
+    from psyassist.ui import console, err_console
+
+    rep = ingest(paths, index, embed_model=embed_model, embed_url=embed_url, tokenizer=tokenizer,
+                 chunk_tokens=chunk_tokens, overlap_tokens=overlap, max_mb=max_mb)
+    if as_json:
+        print(json.dumps(rep.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        for p, n in rep.added:
+            console.print(f"added     {p} ({n} chunks)")
+        for p, n in rep.replaced:
+            console.print(f"replaced  {p} ({n} chunks)")
+        for p in rep.unchanged:
+            console.print(f"unchanged {p}")
+        for p, why in rep.skipped:
+            err_console.print(f"[yellow]skipped[/]   {p}: {why}", soft_wrap=True)
+        console.print(f"{len(rep.added)} added, {len(rep.replaced)} replaced, {len(rep.unchanged)} unchanged, "
+                      f"{len(rep.skipped)} skipped → {index}")
+    if rep.skipped and not (rep.added or rep.replaced or rep.unchanged):
+        raise typer.Exit(1)
+
+
+@kb_app.command("search")
+def kb_search(
+    query: str = typer.Argument(..., help="What to look for, in Chinese or English."),
+    index: str = INDEX,
+    k: int = typer.Option(10, "-k", help="How many passages."),
+    mode: str = typer.Option("hybrid", "--mode", help="hybrid (BM25 + dense, fused by RRF), bm25 or dense."),
+    tokenizer: str | None = typer.Option(None, "--tokenizer", help="For an endpoint embedder (see ingest)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the passages as JSON."),
+) -> None:
+    """Ranked passages with their source, page or section and score.
+
+    psyassist kb search "如何应对惊恐发作" --index library.sqlite -k 5
+    """
+    from psyassist.kb.ingest import open_searcher
+    from psyassist.kb.search import MODES
+    from psyassist.ui import console, err_console
+
+    if mode not in MODES:
+        raise PsyassistError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    searcher = open_searcher(index, mode=mode, tokenizer=tokenizer)
+    hits = searcher.search(query, k=k, mode=mode)
+    if mode == "hybrid" and searcher.embedder is not None and not searcher.dense_applies(query):
+        err_console.print(f"note: {searcher.embedder.name} is for {', '.join(searcher.embedder.languages)} text; "
+                          "this query was ranked by BM25 alone (--mode dense forces the model)", soft_wrap=True)
+    if as_json:
+        print(json.dumps(hits, ensure_ascii=False, indent=2))
+        return
+    if not hits:
+        console.print("no passages found")
+    for h in hits:
+        console.print(f"[bold]{h['rank']}. {h['title']}[/]  {where(h)}  score {h['score']:.4f}", soft_wrap=True)
+        text = h["text"] if len(h["text"]) <= 400 else h["text"][:400] + "…"
+        console.print(text, markup=False, soft_wrap=True)
+        console.print(f"[dim]{h['path']}[/]\n", soft_wrap=True)
+
+
+def where(h: dict) -> str:
+    """'p. 3', 'pp. 3–4', '§ Chapter 2 › Panic' or both."""
+    parts = []
+    if h.get("page"):
+        parts.append(f"p. {h['page']}" if h.get("page_end") in (None, h["page"]) else
+                     f"pp. {h['page']}–{h['page_end']}")
+    if h.get("section"):
+        parts.append(f"§ {h['section']}")
+    return ", ".join(parts)
+
+
+@kb_app.command("list")
+def kb_list(index: str = INDEX, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """The documents in the library: title, author, chunks, format, path.
+
+    psyassist kb list --index library.sqlite
+    """
+    from psyassist.kb.store import KbStore
+    from psyassist.ui import console
+
+    if "://" not in index and not Path(index).is_file():
+        raise PsyassistError(f"no library index at {index}; build one with `psyassist kb ingest FILES --index "
+                             f"{index}`")
+    store = KbStore(index)
+    docs = store.documents()
+    if as_json:
+        print(json.dumps({"documents": docs, "meta": store.meta()}, ensure_ascii=False, indent=2))
+        return
+    for d in docs:
+        author = f" — {d['author']}" if d["author"] else ""
+        console.print(f"{d['id']:>4}  {d['title']}{author}  [{d['format']}, {d['n_chunks']} chunks, "
+                      f"{d['sha256'][:12]}]  {d['path']}", markup=False, soft_wrap=True)
+    console.print(f"{len(docs)} documents, {sum(d['n_chunks'] for d in docs)} chunks")
+
+
+@kb_app.command("remove")
+def kb_remove(
+    targets: list[str] = typer.Argument(..., help="Paths (as ingested), document ids from `kb list`, or sha256 "
+                                                  "prefixes (at least 8 characters)."),
+    index: str = INDEX,
+) -> None:
+    """Remove documents and their chunks from the library.
+
+    psyassist kb remove guideline.pdf --index library.sqlite
+    """
+    from psyassist.kb.store import KbStore
+    from psyassist.ui import console
+
+    if "://" not in index and not Path(index).is_file():
+        raise PsyassistError(f"no library index at {index}")
+    store = KbStore(index)
+    docs = store.documents()
+    missing = []
+    for t in targets:
+        resolved = str(Path(t).expanduser().resolve())
+        found = [d for d in docs if d["path"] in (t, resolved) or str(d["id"]) == t
+                 or (len(t) >= 8 and d["sha256"].startswith(t.lower()))]
+        if len(found) != 1:
+            missing.append(t if not found else f"{t} (matches {len(found)} documents)")
+            continue
+        store.remove(found[0]["id"])
+        console.print(f"removed {found[0]['path']} ({found[0]['n_chunks']} chunks)")
+    if missing:
+        raise PsyassistError(f"not in the library {index}: {', '.join(missing)}; see `psyassist kb list`")

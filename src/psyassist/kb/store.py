@@ -1,0 +1,202 @@
+"""The library's tables (SQLAlchemy 2): documents, chunks with their BM25 tokens and float32 vectors, meta.
+
+    python -c "from psyassist.kb.store import KbStore; s = KbStore('library.sqlite'); print(s.documents())"
+
+A SQLite file by default (a plain path), any SQLAlchemy URL otherwise (postgresql+psycopg://…): the
+columns are portable (Text, LargeBinary → BLOB / BYTEA, BigInteger). Each document is written in one
+transaction — its old chunks deleted and the new ones inserted together — so a crash leaves the old
+version or the new one, never a mix. The tables are prefixed kb_ so they can live in the app's database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from psyassist.errors import PsyassistError
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class KbMeta(Base):
+    __tablename__ = "kb_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class KbDocument(Base):
+    __tablename__ = "kb_documents"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    path: Mapped[str] = mapped_column(String(1024), unique=True)  # absolute path: a file's identity
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    format: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(Text, default="")
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    n_chunks: Mapped[int] = mapped_column(Integer)
+    ingested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class KbChunk(Base):
+    __tablename__ = "kb_chunks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("kb_documents.id", ondelete="CASCADE"), index=True)
+    ord: Mapped[int] = mapped_column(Integer)  # position in the document
+    section: Mapped[str] = mapped_column(Text, default="")
+    page: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    page_end: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    text: Mapped[str] = mapped_column(Text)
+    n_tokens: Mapped[int] = mapped_column(Integer)
+    bm25_tokens: Mapped[str] = mapped_column(Text)  # space-joined, so loading needs no jieba pass
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # float32, L2-normalized
+
+
+@dataclass
+class NewChunk:
+    text: str
+    section: str
+    page: int | None
+    page_end: int | None
+    n_tokens: int
+    bm25_tokens: list[str]
+    embedding: np.ndarray | None
+
+
+@dataclass
+class LoadedChunks:
+    """Everything search needs, in memory: row i of `vectors` is chunk `rows[i]`."""
+    rows: list[dict]
+    tokens: list[list[str]]
+    vectors: np.ndarray | None  # (n, dim) float32, or None when no chunk has a vector
+
+
+def _engine(index: str | Path) -> Engine:
+    s = str(index)
+    if "://" not in s:
+        Path(s).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        s = f"sqlite:///{Path(s).expanduser()}"
+    try:
+        url = make_url(s)
+    except ArgumentError as e:
+        raise PsyassistError(f"index {index!r} is neither a file path nor a database URL ({e})") from e
+    if url.get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves: IMMEDIATE takes the write lock up front
+            for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON"):
+                dbapi_conn.execute(f"PRAGMA {pragma}")
+
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        return engine
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    return create_engine(url, pool_pre_ping=True)
+
+
+class KbStore:
+    def __init__(self, index: str | Path):
+        self.index = str(index)
+        self.engine = _engine(index)
+        Base.metadata.create_all(self.engine)
+
+    # --- meta ---
+    def meta(self) -> dict[str, str]:
+        with Session(self.engine) as s:
+            return {m.key: m.value for m in s.scalars(select(KbMeta))}
+
+    def set_meta(self, values: dict[str, str]) -> None:
+        with Session(self.engine) as s, s.begin():
+            for k, v in values.items():
+                s.merge(KbMeta(key=k, value=str(v)))
+
+    # --- documents ---
+    def documents(self) -> list[dict]:
+        with Session(self.engine) as s:
+            docs = s.scalars(select(KbDocument).order_by(KbDocument.path)).all()
+            return [_doc_dict(d) for d in docs]
+
+    def find(self, *, path: str | None = None, sha256: str | None = None) -> dict | None:
+        with Session(self.engine) as s:
+            q = select(KbDocument)
+            q = q.where(KbDocument.path == path) if path is not None else q.where(KbDocument.sha256 == sha256)
+            d = s.scalars(q.limit(1)).first()
+            return _doc_dict(d) if d else None
+
+    def put_document(self, *, path: str, sha256: str, format: str, title: str, author: str, size_bytes: int,
+                     chunks: list[NewChunk]) -> int:
+        """Insert or replace the document at `path` with its chunks, in one transaction; returns its id."""
+        with Session(self.engine) as s, s.begin():
+            old = s.scalars(select(KbDocument).where(KbDocument.path == path)).first()
+            if old is not None:
+                s.execute(delete(KbChunk).where(KbChunk.document_id == old.id))
+                s.delete(old)
+                s.flush()
+            doc = KbDocument(path=path, sha256=sha256, format=format, title=title, author=author,
+                             size_bytes=size_bytes, n_chunks=len(chunks), ingested_at=datetime.now(timezone.utc))
+            s.add(doc)
+            s.flush()
+            s.add_all(KbChunk(document_id=doc.id, ord=i, section=c.section, page=c.page, page_end=c.page_end,
+                              text=c.text, n_tokens=c.n_tokens, bm25_tokens=" ".join(c.bm25_tokens),
+                              embedding=None if c.embedding is None else
+                              np.asarray(c.embedding, dtype="<f4").tobytes())
+                      for i, c in enumerate(chunks))
+            return doc.id
+
+    def remove(self, doc_id: int) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.execute(delete(KbChunk).where(KbChunk.document_id == doc_id))
+            s.execute(delete(KbDocument).where(KbDocument.id == doc_id))
+
+    def count_chunks(self) -> int:
+        with Session(self.engine) as s:
+            return int(s.scalar(select(func.count()).select_from(KbChunk)) or 0)
+
+    def load(self) -> LoadedChunks:
+        """All chunks with their document's title/author/path, in a stable order (document, position)."""
+        q = (select(KbChunk.id, KbChunk.document_id, KbChunk.section, KbChunk.page, KbChunk.page_end,
+                    KbChunk.text, KbChunk.bm25_tokens, KbChunk.embedding, KbDocument.title, KbDocument.author,
+                    KbDocument.path)
+             .join(KbDocument, KbDocument.id == KbChunk.document_id)
+             .order_by(KbChunk.document_id, KbChunk.ord))
+        rows, tokens, vecs = [], [], []
+        with Session(self.engine) as s:
+            for r in s.execute(q):
+                rows.append({"chunk_id": r.id, "document_id": r.document_id, "title": r.title, "author": r.author,
+                             "path": r.path, "section": r.section, "page": r.page, "page_end": r.page_end,
+                             "text": r.text})
+                tokens.append(r.bm25_tokens.split())
+                vecs.append(r.embedding)
+        vectors = None
+        if rows and all(v is not None for v in vecs):
+            vectors = np.frombuffer(b"".join(vecs), dtype="<f4").reshape(len(vecs), -1)
+        return LoadedChunks(rows, tokens, vectors)
+
+
+def _doc_dict(d: KbDocument) -> dict:
+    return {"id": d.id, "path": d.path, "sha256": d.sha256, "format": d.format, "title": d.title,
+            "author": d.author, "size_bytes": d.size_bytes, "n_chunks": d.n_chunks,
+            "ingested_at": d.ingested_at.isoformat() if d.ingested_at else None}
