@@ -975,12 +975,17 @@ def serve_cmd(
     privacy: bool = typer.Option(False, "--privacy", help="Safety log without the message text or matched words."),
     crisis_guidance: bool = typer.Option(True, "--crisis-guidance/--no-crisis-guidance",
                                          help=CRISIS_GUIDANCE_HELP),
+    embed_model: str | None = typer.Option(
+        None, "--embed-model", help="Also serve /v1/embeddings: 'default' (the packaged all-MiniLM-L6-v2, English) or "
+                                    "a local sentence-transformers directory."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, bf16, fp16 or fp32."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)."),
 ) -> None:
-    """OpenAI-compatible server: /v1/chat/completions (stream or not), /v1/models, /health; adapters by name.
+    """OpenAI-compatible server: /v1/chat/completions (stream or not), /v1/models, /health; adapters by name;
+    /v1/embeddings with --embed-model.
 
     psyassist serve --model default --port 8000
+    psyassist serve --model default --embed-model default      # a clinic's chat model and library embeddings
     psyassist serve --model Qwen/Qwen3-1.7B --adapter-dir runs/ --api-key secret --region cn
     """
     from psyassist.optional import require
@@ -992,7 +997,8 @@ def serve_cmd(
         model=model, adapter_dir=adapter_dir, host=host, port=port, backend=backend, max_batch=max_batch,
         max_adapters=max_adapters, max_queue=max_queue, max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens,
         request_timeout=request_timeout, api_keys=api_keys_from_env(api_key), region=region,
-        safety_log=safety_log, privacy=privacy, dtype=dtype, device=device, crisis_guidance=crisis_guidance))
+        safety_log=safety_log, privacy=privacy, dtype=dtype, device=device, crisis_guidance=crisis_guidance,
+        embed_model=embed_model))
 
 
 from psyassist.cli.assistant import app_app  # noqa: E402 — the command group lives in its own file

@@ -45,6 +45,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from jinja2 import TemplateError as JinjaTemplateError
 from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from psyassist.errors import MissingDependency, PsyassistError
@@ -77,6 +78,7 @@ class ServeConfig:
     safety_log: Path | None = None
     privacy: bool = False
     crisis_guidance: bool = True  # a flagged request's system message carries the crisis-response instruction
+    embed_model: str | None = None  # /v1/embeddings: 'default' (packaged all-MiniLM-L6-v2) or a sentence-transformers dir
     dtype: str = "auto"
     device: str | None = None
     batch_window: float = 0.01  # seconds an idle worker waits for more requests to batch with the first
@@ -154,8 +156,27 @@ class SafetyLog:
                 f.write(json.dumps(event, ensure_ascii=False) + "\n")
 
 
-def create_app(cfg: ServeConfig, backend) -> FastAPI:
-    """The FastAPI app around a started-on-startup backend (HFBackend or VLLMBackend)."""
+class EmbeddingsRequest(BaseModel):
+    model: str
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: str = "float"  # float | base64 (little-endian float32, as OpenAI's clients decode it)
+    dimensions: int | None = None
+    user: str | None = None
+
+
+MAX_EMBED_INPUTS = 2048  # OpenAI's own limit per request
+
+
+def embed_model_id(embed_model: str) -> str:
+    """The API id of the embedding model: 'all-MiniLM-L6-v2' for the packaged default, else the directory's name."""
+    return "all-MiniLM-L6-v2" if embed_model == "default" else Path(embed_model).name
+
+
+def create_app(cfg: ServeConfig, backend, embedder=None) -> FastAPI:
+    """The FastAPI app around a started-on-startup backend (HFBackend or VLLMBackend).
+
+    `embedder` (a `psyassist.kb.embed` embedder, loaded by run_server from --embed-model) serves
+    /v1/embeddings; without one that route answers 404 with how to turn it on."""
     keys = [k for k in cfg.api_keys if k]
     renderers = {t: ChatRenderer(backend.tok, RenderOptions(enable_thinking=t)) for t in (False, True)}
     safety_log = SafetyLog(cfg.safety_log, cfg.privacy, cfg.region)
@@ -201,6 +222,9 @@ def create_app(cfg: ServeConfig, backend) -> FastAPI:
     def model_ids() -> list[str]:
         return [backend.base_name] + [n for n, p in backend.adapters().items() if n != backend.base_name and p != "memory"]
 
+    embed_id = embed_model_id(cfg.embed_model) if embedder is not None and cfg.embed_model else None
+    embed_lock = threading.Lock()  # one encode at a time: the model is shared, and its tokenizer is not thread-safe
+
     @app.get("/health")
     async def health() -> dict:
         """Liveness and batching counters (no API key needed)."""
@@ -215,7 +239,67 @@ def create_app(cfg: ServeConfig, backend) -> FastAPI:
         data += [{"id": n, "object": "model", "created": now, "owned_by": "psyassist", "root": str(p),
                   "parent": backend.base_name} for n, p in backend.adapters().items()
                  if n != backend.base_name and p != "memory"]  # in-memory adapters are not listed
+        if embed_id:
+            data.append({"id": embed_id, "object": "model", "created": now, "owned_by": "psyassist",
+                         "root": cfg.embed_model, "parent": None})
         return {"object": "list", "data": data}
+
+    @app.post("/v1/embeddings")
+    async def embeddings(body: EmbeddingsRequest, request: Request) -> dict:
+        """OpenAI-compatible embeddings from the --embed-model (L2-normalized float32 vectors)."""
+        check_key(request)
+        if embed_id is None:
+            raise APIError(404, "this server has no embedding model: start it with --embed-model default (the "
+                                "packaged all-MiniLM-L6-v2) or --embed-model DIR (a sentence-transformers directory)",
+                           "model_not_found", param="model")
+        if body.model != embed_id:
+            raise APIError(404, f"the embedding model is '{embed_id}', not '{body.model}'", "model_not_found",
+                           param="model")
+        texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise APIError(400, "input must be a non-empty string or list of strings (token arrays are not "
+                                "accepted: this server tokenizes with the embedding model's own tokenizer)",
+                           "invalid_input", param="input")
+        if len(texts) > MAX_EMBED_INPUTS:
+            raise APIError(400, f"at most {MAX_EMBED_INPUTS} inputs per request, got {len(texts)}", "too_many_inputs",
+                           param="input")
+        if body.encoding_format not in ("float", "base64"):
+            raise APIError(400, f"encoding_format must be float or base64, got '{body.encoding_format}'",
+                           "invalid_encoding_format", param="encoding_format")
+        if body.dimensions is not None and body.dimensions != embedder.dim:
+            raise APIError(400, f"this model's vectors have {embedder.dim} dimensions; it cannot shorten them to "
+                                f"{body.dimensions}", "invalid_dimensions", param="dimensions")
+        empty = [i for i, t in enumerate(texts) if not t.strip()]
+        if empty:
+            raise APIError(400, f"input[{empty[0]}] is empty", "invalid_input", param="input")
+
+        def encode():
+            with embed_lock:
+                counts = embedder.count_tokens(texts)
+                # Silent truncation would embed a different text than the caller sent: refuse instead.
+                over = [(i, n) for i, n in enumerate(counts) if n > embedder.max_tokens]
+                if over:
+                    return counts, over, None
+                return counts, [], embedder.encode(texts)
+
+        counts, over, vectors = await run_in_threadpool(encode)
+        if over:
+            i, n = over[0]
+            raise APIError(400, f"input[{i}] is {n} tokens; this embedding model reads at most {embedder.max_tokens}"
+                                f" (split the text; {len(over)} input(s) are too long)", "input_too_long",
+                           param="input")
+        if body.encoding_format == "base64":
+            import base64
+
+            import numpy as np
+
+            rows = [base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode() for v in vectors]
+        else:
+            rows = [[float(x) for x in v] for v in vectors]
+        total = int(sum(counts))
+        return {"object": "list", "model": embed_id,
+                "data": [{"object": "embedding", "index": i, "embedding": r} for i, r in enumerate(rows)],
+                "usage": {"prompt_tokens": total, "total_tokens": total}}
 
     @app.put("/psyassist/adapters/{name}")
     async def put_adapter(name: str, request: Request) -> dict:
@@ -507,8 +591,15 @@ def run_server(cfg: ServeConfig) -> None:
 
     uvicorn = require("uvicorn", "psyassist serve")
     backend = build_backend(cfg)
-    app = create_app(cfg, backend)
+    embedder = None
+    if cfg.embed_model:
+        from psyassist.kb.embed import load_embedder
+
+        embedder = load_embedder(cfg.embed_model)
+    app = create_app(cfg, backend, embedder)
     models = ", ".join([backend.base_name, *backend.adapters()])
+    if embedder is not None:
+        models += f" · embeddings: {embed_model_id(cfg.embed_model)}"
     console.print(f"[bold]psyassist serve[/] · {cfg.backend} · models: {models} · http://{cfg.host}:{cfg.port}/v1 "
                   f"· max batch {cfg.max_batch} · API keys {'on' if cfg.api_keys else 'off'} · crisis resources: "
                   f"{cfg.region} · crisis guidance {'on' if cfg.crisis_guidance else 'off'}", highlight=False)
