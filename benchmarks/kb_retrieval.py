@@ -38,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import peak_rss_mb, record  # noqa: E402
 
 from psyassist.kb.chunk import chunk_blocks  # noqa: E402
+from psyassist.kb.evaluate import Query  # noqa: E402
+from psyassist.kb.evaluate import evaluate as kb_evaluate  # noqa: E402
 from psyassist.kb.ingest import with_context  # noqa: E402
 from psyassist.kb.parse import Block  # noqa: E402
 from psyassist.kb.search import RRF_K, Searcher, tokenize  # noqa: E402
@@ -122,45 +124,14 @@ def _group(path: str) -> str:
 
 
 def evaluate(searcher: Searcher, queries, modes=MODES, *, boot: int = 2000, seed: int = 0) -> dict:
-    """Per-mode means with 95% bootstrap intervals, and per-query values for paired comparisons."""
+    """psyassist.kb.evaluate's scoring (the same as `psyassist kb eval`), relevance = the query's group."""
     n_rel = defaultdict(int)
     for r in searcher.rows:
         n_rel[_group(r["path"])] += 1
-    per = {m: {"recall@5": [], "recall@10": [], "success@10": [], "mrr@10": [], "ms": []} for m in modes}
-    for text, group in queries:
-        for m in modes:
-            t0 = time.perf_counter()
-            hits = searcher.search(text, k=10, mode=m)
-            per[m]["ms"].append(1000 * (time.perf_counter() - t0))
-            rel = [_group(h["path"]) == group for h in hits]
-            per[m]["recall@5"].append(sum(rel[:5]) / n_rel[group])
-            per[m]["recall@10"].append(sum(rel[:10]) / n_rel[group])
-            per[m]["success@10"].append(float(any(rel)))
-            per[m]["mrr@10"].append(next((1 / (i + 1) for i, x in enumerate(rel) if x), 0.0))
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(queries), size=(boot, len(queries)))
-    out = {}
-    for m in modes:
-        out[m] = {}
-        for name, vals in per[m].items():
-            v = np.array(vals)
-            if name == "ms":
-                out[m]["p50_ms"], out[m]["p95_ms"] = (round(float(np.percentile(v, q)), 2) for q in (50, 95))
-                continue
-            bs = v[idx].mean(axis=1)
-            out[m][name] = round(float(v.mean()), 4)
-            out[m][name + "_ci95"] = [round(float(np.percentile(bs, 2.5)), 4), round(float(np.percentile(bs, 97.5)), 4)]
-        out[m]["_mrr"] = np.array(per[m]["mrr@10"])
-    if "hybrid" in modes:
-        for other in (m for m in modes if m != "hybrid"):
-            d = out["hybrid"]["_mrr"] - out[other]["_mrr"]
-            bs = d[idx].mean(axis=1)
-            out["hybrid"][f"mrr_minus_{other}"] = round(float(d.mean()), 4)
-            out["hybrid"][f"mrr_minus_{other}_ci95"] = [round(float(np.percentile(bs, 2.5)), 4),
-                                                        round(float(np.percentile(bs, 97.5)), 4)]
-    for m in modes:
-        out[m].pop("_mrr")
-    out["queries"] = len(queries)
+    qs = [Query(text=text, id=str(i), n_relevant=n_rel[group],
+                is_relevant=lambda row, g=group: _group(row["path"]) == g) for i, (text, group) in enumerate(queries)]
+    out = kb_evaluate(searcher, qs, modes, boot=boot, seed=seed)
+    out.pop("per_query")
     return out
 
 

@@ -445,6 +445,50 @@ def test_cli_ingest_search_list_remove(built, tmp_path):
     assert isinstance(r.exception, PsyassistError) and "no library index" in str(r.exception)
 
 
+def test_kb_eval_scores_queries_against_the_documents_they_name(built, tmp_path):
+    from psyassist.cli.kb import kb_app
+
+    root, index, _ = built
+    q = tmp_path / "q.jsonl"
+    q.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in [
+        {"id": "mi", "query": "rolling with resistance and reflective listening", "relevant": ["MI Guide"]},
+        {"id": "panic", "query": "惊恐发作", "relevant": ["anxiety.md"]},
+        {"id": "nowhere", "query": "quarterly tax filing deadlines", "relevant": [str(root / "cbt.html")]},
+    ]) + "\n", encoding="utf-8")
+    out = tmp_path / "res.json"
+    r = CliRunner().invoke(kb_app, ["eval", "--queries", str(q), "--index", str(index), "--modes", "bm25,hybrid",
+                                    "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["queries"] == 3 and set(summary) == {"queries", "bm25", "hybrid"}
+    per = {x["id"]: x for x in json.loads(out.read_text())["per_query"]["bm25"]}
+    assert per["mi"]["mrr@10"] == 1.0 and per["panic"]["mrr@10"] == 1.0  # each finds its own document first
+    assert per["nowhere"]["mrr@10"] < 1.0  # nothing about taxes in the CBT page
+    assert summary["bm25"]["mrr@10"] == round((1 + 1 + per["nowhere"]["mrr@10"]) / 3, 4)
+    lo, hi = summary["bm25"]["mrr@10_ci95"]
+    assert lo <= summary["bm25"]["mrr@10"] <= hi
+    assert "mrr_minus_bm25_ci95" in summary["hybrid"]
+
+
+@pytest.mark.parametrize("line,says", [
+    ('{"query": "x"}', "q.jsonl:1, field 'relevant': expected a non-empty list"),
+    ('{"query": "", "relevant": ["MI Guide"]}', "q.jsonl:1, field 'query': expected a non-empty string"),
+    ('{"query": "x", "relevant": ["No Such Book"]}', "expected a document in the index"),
+    ('not json', "q.jsonl:1: expected a JSON object, got 'invalid JSON"),
+    ('{"id": 1, "query": "x", "relevant": ["MI Guide"]}\n{"id": 1, "query": "y", "relevant": ["MI Guide"]}',
+     "q.jsonl:2, field 'id'"),
+])
+def test_kb_eval_names_the_line_and_field_of_a_bad_query(built, tmp_path, line, says):
+    from psyassist.cli.kb import kb_app
+
+    _, index, _ = built
+    q = tmp_path / "q.jsonl"
+    q.write_text(line + "\n", encoding="utf-8")
+    r = CliRunner().invoke(kb_app, ["eval", "--queries", str(q), "--index", str(index), "--modes", "bm25"])
+    assert isinstance(r.exception, PsyassistError), r.output
+    assert says in str(r.exception)
+
+
 # --- slow: real data -------------------------------------------------------------------------------
 
 

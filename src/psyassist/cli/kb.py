@@ -4,6 +4,7 @@
     psyassist kb search "panic attack breathing" --index library.sqlite -k 5
     psyassist kb list --index library.sqlite
     psyassist kb remove guideline.pdf --index library.sqlite
+    psyassist kb eval --queries queries.jsonl --index library.sqlite
 """
 
 from __future__ import annotations
@@ -101,6 +102,56 @@ def kb_search(
         text = h["text"] if len(h["text"]) <= 400 else h["text"][:400] + "…"
         console.print(text, markup=False, soft_wrap=True)
         console.print(f"[dim]{h['path']}[/]\n", soft_wrap=True)
+
+
+@kb_app.command("eval")
+def kb_eval(
+    queries: Path = typer.Option(..., "--queries", "-q", help="JSONL: {\"query\": …, \"relevant\": [document path, "
+                                                             "file name, title or sha256 prefix, …]} a line."),
+    index: str = INDEX,
+    modes: str = typer.Option("bm25,dense,hybrid", "--modes", help="Comma list of bm25, dense, hybrid."),
+    tokenizer: str | None = typer.Option(None, "--tokenizer", help="For an endpoint embedder (see ingest)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Also write the full results (per query) as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON line."),
+) -> None:
+    """Recall@5/10, success@10 and MRR@10 of each retriever on your own queries, with 95% intervals, and
+    whether hybrid beats each single retriever (paired bootstrap).
+
+    psyassist kb eval --queries my_queries.jsonl --index library.sqlite --out results/kb-eval.json
+    """
+    from psyassist.data.io import write_json_atomic
+    from psyassist.kb.evaluate import MODES, evaluate, load_queries
+    from psyassist.kb.ingest import open_searcher
+    from psyassist.kb.store import KbStore
+    from psyassist.ui import console
+
+    chosen = [m.strip() for m in modes.split(",") if m.strip()]
+    bad = [m for m in chosen if m not in MODES]
+    if bad or not chosen:
+        raise PsyassistError(f"--modes takes a comma list of {', '.join(MODES)}, got {modes!r}")
+    searcher = open_searcher(index, mode="bm25" if chosen == ["bm25"] else "hybrid", tokenizer=tokenizer)
+    if searcher.embedder is None and any(m != "bm25" for m in chosen):
+        raise PsyassistError("the index has no vectors for dense or hybrid search; use --modes bm25")
+    qs = load_queries(queries, searcher.rows, KbStore(index).documents())
+    res = evaluate(searcher, qs, chosen)
+    summary = {m: {k: v for k, v in res[m].items()} for m in chosen}
+    if out is not None:
+        write_json_atomic(out, {"index": index, "queries_file": str(queries), **res})
+    if as_json:
+        print(json.dumps({"queries": res["queries"], **summary}, ensure_ascii=False))
+        return
+    console.print(f"{res['queries']} queries · 95% bootstrap intervals over queries", highlight=False)
+    console.print(f"{'mode':8} {'recall@5':>22} {'recall@10':>22} {'success@10':>22} {'MRR@10':>22} {'p95 ms':>8}")
+    for m in chosen:
+        r = res[m]
+        cells = [f"{r[k]:.3f} [{r[k + '_ci95'][0]:.3f}, {r[k + '_ci95'][1]:.3f}]"
+                 for k in ("recall@5", "recall@10", "success@10", "mrr@10")]
+        console.print(f"{m:8} " + " ".join(f"{c:>22}" for c in cells) + f" {r['p95_ms']:>8.1f}", highlight=False)
+    for other in (m for m in chosen if m != "hybrid"):
+        if "hybrid" in chosen:
+            d, (lo, hi) = res["hybrid"][f"mrr_minus_{other}"], res["hybrid"][f"mrr_minus_{other}_ci95"]
+            word = "beats" if lo > 0 else "is below" if hi < 0 else "is not measurably different from"
+            console.print(f"hybrid {word} {other}: MRR@10 {d:+.3f} [{lo:+.3f}, {hi:+.3f}]", highlight=False)
 
 
 def where(h: dict) -> str:
