@@ -78,6 +78,7 @@ def test_the_whole_counselor_workflow_with_the_default_model(tmp_path, page, sho
     data = tmp_path / "data"
     prepare_accounts(data, users=("alice",))
     page.set_default_timeout(60_000)  # a busy 2-core machine: clicks and navigations can take a while
+    expect.set_options(timeout=60_000)  # expect()'s own default is 5 s, not the page's: the same allowance
     with serving(Server(data, with_model=True, env=MODEL_ENV)) as server:
         base = server.url
         page.goto(base + "/")

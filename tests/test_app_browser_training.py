@@ -105,6 +105,7 @@ def test_train_watch_draft_with_v1_delete_it_and_draft_with_the_base_model(tmp_p
     data = tmp_path / "data"
     prepare_accounts(data, users=("alice",))
     page.set_default_timeout(60_000)  # a busy 2-core machine that is also training: clicks can take a while
+    expect.set_options(timeout=60_000)  # expect()'s own default is 5 s, not the page's: the same allowance
     with serving(Server(data, with_model=True, env=ENV)) as server:
         base = server.url
         sign_in(page, base, "alice")
