@@ -314,6 +314,7 @@ def create_app(st: AppState) -> FastAPI:
     def logout(request: Request):
         c = login_required(request)
         accounts.end_session(st.db, c.sid)
+        st.similar.forget(c.actor.id)  # the decrypted notes of the similar-case index leave memory
         st.audit.access(who=c.actor.username, action="logout", client=None)
         r = back("/login", "logged_out")
         r.delete_cookie(COOKIE, path="/")
@@ -364,6 +365,7 @@ def create_app(st: AppState) -> FastAPI:
                                            ip, max_failures=cfg.login_max_failures,
                                            window_minutes=cfg.login_window_minutes)
             await run_in_threadpool(accounts.set_password, st.db, user.id, str(form.get("new", "")))
+            st.similar.forget(user.id)  # every session ended: so does the in-memory index
         except AuthError as e:
             return page(request, "settings.html", c, status=400, nav="settings", templates=list(st.templates.values()),
                         error=t("wrong_password") if "wrong" in str(e) else str(e))
@@ -593,6 +595,11 @@ def create_app(st: AppState) -> FastAPI:
         return page(request, "note_versions.html", c, nav="clients", client=ws.client(note.client_id), note=note,
                     versions=versions, tpl=tpl)
 
+    @app.get("/notes/{nid}/similar", response_class=HTMLResponse)
+    def note_similar(nid: str, request: Request, k: int = 5):
+        ws, c = workspace(request)
+        return page(request, "_similar.html", c, similar=ws.similar_cases(note_id=nid, k=k))
+
     @app.post("/notes/{nid}/sign")
     async def note_sign(nid: str, request: Request):
         ws, c = workspace(request)
@@ -665,6 +672,11 @@ def create_app(st: AppState) -> FastAPI:
         ws, c = workspace(request)
         kw = draft_context(ws, c, did)
         return page(request, "draft.html", c, nav="clients", alerts=alerts_for(ws, {kw["draft"].client_id}), **kw)
+
+    @app.get("/drafts/{did}/similar", response_class=HTMLResponse)
+    def draft_similar(did: str, request: Request, k: int = 5):
+        ws, c = workspace(request)
+        return page(request, "_similar.html", c, similar=ws.similar_cases(draft_id=did, k=k))
 
     @app.get("/drafts/{did}/events")
     async def draft_events(did: str, request: Request):
@@ -1001,4 +1013,6 @@ def _set_active(st: AppState, uid: str, active: bool) -> None:
         if not active:
             s.execute(delete(AuthSession).where(AuthSession.user_id == uid))
     accounts.forget_sessions(user_id=uid)
+    if not active:
+        st.similar.forget(uid)
 
