@@ -6,6 +6,7 @@ never another counselor's, never the note itself, nothing in plain text in the d
 
 from __future__ import annotations
 
+import time
 from datetime import date
 
 import pytest
@@ -138,6 +139,9 @@ def test_logout_drops_the_index_and_a_new_login_rebuilds_it(records):
     assert not st.similar.holds(alice.actor.id)  # built on demand, not at login
     assert client.get(f"/api/v1/notes/{ids['panic']}/similar").json()["notes"] == 4
     assert st.similar.holds(alice.actor.id) and st.similar._index(alice.actor.id).builds == 1
+    csrf = login(client, "root")  # an administrator's password reset ends alice's sessions: the index goes too
+    assert client.post(f"/admin/users/{alice.actor.id}/reset", data={"csrf_token": csrf}).status_code == 200
+    assert not st.similar.holds(alice.actor.id)
 
 
 def test_a_saved_note_joins_and_a_deleted_client_vanishes(records):
@@ -207,3 +211,17 @@ def test_dense_ranks_an_english_paraphrase_when_turned_on(records):
     assert r["mode"] == "hybrid" and _ids(r)[0] == ids["grief"]
     zh = alice.similar_cases(draft_id=_draft(alice, ids["sun"], "考试前失眠"))
     assert zh["mode"] == "bm25" and zh["reason"] == "dense_language"
+
+
+def test_a_save_during_a_build_does_not_wait_and_is_applied_before_the_answer(records):
+    st, client, alice, ids = records
+    alice.similar_cases(note_id=ids["exam"])
+    idx = st.similar._index(alice.actor.id)
+    with idx.lock:  # a build in progress
+        t0 = time.monotonic()
+        st.similar.client_changed(alice.actor.id, ids["p"])
+        assert time.monotonic() - t0 < 0.5 and ids["p"] in idx.pending
+        assert any(e.client_id == ids["p"] for e in idx.entries.values())  # not applied yet
+    alice.delete_client(ids["p"])
+    r = alice.similar_cases(draft_id=_draft(alice, ids["sun"], "panic attack on the subway"))
+    assert ids["panic"] not in _ids(r) and r["notes"] == 2 and not idx.pending

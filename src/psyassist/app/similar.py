@@ -77,6 +77,7 @@ class CounselorIndex:
 
     entries: dict[str, Entry] = field(default_factory=dict)
     stale: set[str] | None = None
+    pending: set[str] = field(default_factory=set)  # changed clients not yet applied (guarded by the cache lock)
     used_at: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
     bm25: object | None = None
@@ -105,17 +106,32 @@ class SimilarCache:
             self._indexes.pop(user_id, None)
 
     def client_changed(self, user_id: str, cid: str) -> None:
-        """A note saved, a client renamed or deleted: drop that client's entries; re-read at the next query."""
+        """A note saved, a client renamed or deleted: drop that client's entries; re-read at the next query.
+
+        Never waits for a build in progress (a save must not wait for it): the change is queued and
+        the build applies it before it answers."""
         with self._lock:
             idx = self._indexes.get(user_id)
-        if idx is None:
-            return
-        with idx.lock:
-            for nid in [n for n, e in idx.entries.items() if e.client_id == cid]:
-                del idx.entries[nid]
+            if idx is None:
+                return
+            idx.pending.add(cid)
+        if idx.lock.acquire(blocking=False):
+            try:
+                self._apply_pending(idx)
+            finally:
+                idx.lock.release()
+
+    def _apply_pending(self, idx: CounselorIndex) -> bool:
+        """(caller holds idx.lock) Drop the changed clients' entries and mark them stale; True if any."""
+        with self._lock:
+            changed, idx.pending = idx.pending, set()
+        for nid in [n for n, e in idx.entries.items() if e.client_id in changed]:
+            del idx.entries[nid]
+        if changed:
             if idx.stale is not None:
-                idx.stale.add(cid)
+                idx.stale |= changed
             idx.bm25 = None
+        return bool(changed)
 
     def holds(self, user_id: str) -> bool:
         with self._lock:
@@ -182,7 +198,10 @@ class SimilarCache:
         """{"mode", "reason", "notes", "results": [{note_id, client_id, client_name, date, snippet, score}]}."""
         idx = self._index(ws.actor.id)
         with idx.lock:
+            self._apply_pending(idx)
             self._refresh(ws, idx)
+            while self._apply_pending(idx):  # saves or deletions that came in during the build
+                self._refresh(ws, idx)
             terms = tokenize(query)
             n = CANDIDATES + len(exclude)
             b = _top(idx.bm25.get_scores(terms), n, positive=True) if terms and idx.order else []

@@ -411,6 +411,7 @@ def create_app(st: AppState) -> FastAPI:
         c = admin_only(request)
         password = secrets.token_urlsafe(12)
         await run_in_threadpool(accounts.set_password, st.db, uid, password, must_change=True)
+        st.similar.forget(uid)  # the reset ended the account's sessions
         st.audit.access(who=c.actor.username, action="account.reset_password", client=None, target=uid)
         user = next(u for u in _users(st) if u.id == uid)
         return page(request, "admin.html", c, nav="admin", users=_users(st),
