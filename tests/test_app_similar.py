@@ -225,3 +225,12 @@ def test_a_save_during_a_build_does_not_wait_and_is_applied_before_the_answer(re
     alice.delete_client(ids["p"])
     r = alice.similar_cases(draft_id=_draft(alice, ids["sun"], "panic attack on the subway"))
     assert ids["panic"] not in _ids(r) and r["notes"] == 2 and not idx.pending
+
+
+def test_a_counselor_without_notes_gets_an_empty_list(app):
+    st, client = app
+    ws = _ws(st, "alice")
+    did = _draft(ws, ws.create_client("first client"), "考试前失眠")
+    assert ws.similar_cases(draft_id=did) == {"mode": "bm25", "reason": "dense_off", "notes": 0, "results": []}
+    only = _note(ws, ws.create_client("second"), EXAM, "2026-11-01")
+    assert ws.similar_cases(note_id=only)["results"] == []  # its one note is itself

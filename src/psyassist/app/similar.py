@@ -80,7 +80,8 @@ class CounselorIndex:
     pending: set[str] = field(default_factory=set)  # changed clients not yet applied (guarded by the cache lock)
     used_at: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    bm25: object | None = None
+    dirty: bool = True  # the BM25 index must be rebuilt from `entries`
+    bm25: object | None = None  # None while there are no notes (bm25s cannot index nothing)
     order: list[str] = field(default_factory=list)
     vectors: np.ndarray | None = None
     builds: int = 0  # full builds (a test checks that a new login rebuilds)
@@ -130,7 +131,7 @@ class SimilarCache:
         if changed:
             if idx.stale is not None:
                 idx.stale |= changed
-            idx.bm25 = None
+            idx.dirty = True
         return bool(changed)
 
     def holds(self, user_id: str) -> bool:
@@ -182,13 +183,15 @@ class SimilarCache:
                     e.vector = v
             idx.entries.update({e.note_id: e for e in new})
             idx.stale = set()
-            idx.bm25 = None
-        if idx.bm25 is None:
+            idx.dirty = True
+        if idx.dirty:
             idx.order = list(idx.entries)
-            bm25s = require("bm25s", "similar-case search")
-            idx.bm25 = bm25s.BM25()
-            # bm25s needs one term per document: an empty note gets a term no query produces.
-            idx.bm25.index([idx.entries[n].tokens or ["\x00"] for n in idx.order], show_progress=False)
+            idx.bm25 = None
+            if idx.order:
+                idx.bm25 = require("bm25s", "similar-case search").BM25()
+                # bm25s needs one term per document: an empty note gets a term no query produces.
+                idx.bm25.index([idx.entries[n].tokens or ["\x00"] for n in idx.order], show_progress=False)
+            idx.dirty = False
             vecs = [idx.entries[n].vector for n in idx.order]
             idx.vectors = np.stack(vecs) if vecs and all(v is not None for v in vecs) else None
 
@@ -204,7 +207,7 @@ class SimilarCache:
                 self._refresh(ws, idx)
             terms = tokenize(query)
             n = CANDIDATES + len(exclude)
-            b = _top(idx.bm25.get_scores(terms), n, positive=True) if terms and idx.order else []
+            b = _top(idx.bm25.get_scores(terms), n, positive=True) if terms and idx.bm25 is not None else []
             dense = self.dense_state()
             reason = {"off": "dense_off", "missing": "dense_missing"}.get(dense)
             d = []
