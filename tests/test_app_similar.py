@@ -170,7 +170,9 @@ def test_the_pages_load_the_card_on_demand(records):
     assert part.status_code == 200 and f'href="/clients/{ids["sun"]}#note-{ids["exam"]}"' in part.text
     assert "2026-11-01" in part.text and "BM25" in part.text
     assert f'hx-get="/notes/{ids["exam"]}/similar"' in client.get(f"/clients/{ids['sun']}").text
-    assert client.get(f"/notes/{ids['exam']}/similar").status_code == 200
+    full = client.get(f"/notes/{ids['exam']}/similar")  # without htmx (no JavaScript): a page of its own
+    assert full.status_code == 200 and "<html" in full.text and f'href="/clients/{ids["sun"]}#note-{ids["exam"]}"' in full.text
+    assert "<html" not in part.text
 
 
 def test_similar_searches_are_audited_without_text(records):
@@ -231,6 +233,6 @@ def test_a_counselor_without_notes_gets_an_empty_list(app):
     st, client = app
     ws = _ws(st, "alice")
     did = _draft(ws, ws.create_client("first client"), "考试前失眠")
-    assert ws.similar_cases(draft_id=did) == {"mode": "bm25", "reason": "dense_off", "notes": 0, "results": []}
+    assert ws.similar_cases(draft_id=did) == {"client_id": ws.draft(did).client_id, "mode": "bm25", "reason": "dense_off", "notes": 0, "results": []}
     only = _note(ws, ws.create_client("second"), EXAM, "2026-11-01")
     assert ws.similar_cases(note_id=only)["results"] == []  # its one note is itself

@@ -486,7 +486,7 @@ class Workspace:
             query, cid, exclude, target = note_text(v.sections), v.client_id, {note_id}, note_id
         out = self.st.similar.search(self, query, k=max(1, min(int(k), 50)), exclude=exclude - {None})
         self._audit("similar.search", cid, target)
-        return out
+        return {"client_id": cid, **out}
 
     # --- drafts ----------------------------------------------------------------------------------
 

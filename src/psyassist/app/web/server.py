@@ -596,10 +596,16 @@ def create_app(st: AppState) -> FastAPI:
         return page(request, "note_versions.html", c, nav="clients", client=ws.client(note.client_id), note=note,
                     versions=versions, tpl=tpl)
 
+    def similar_page(request: Request, c: Ctx, similar: dict, back_to: str) -> HTMLResponse:
+        """The card's content for htmx; a whole page when the link is followed without JavaScript."""
+        name = "_similar.html" if request.headers.get("hx-request") else "similar.html"
+        return page(request, name, c, nav="clients", similar=similar, back_to=back_to)
+
     @app.get("/notes/{nid}/similar", response_class=HTMLResponse)
     def note_similar(nid: str, request: Request, k: int = 5):
         ws, c = workspace(request)
-        return page(request, "_similar.html", c, similar=ws.similar_cases(note_id=nid, k=k))
+        similar = ws.similar_cases(note_id=nid, k=k)
+        return similar_page(request, c, similar, f"/clients/{similar['client_id']}#note-{nid}")
 
     @app.post("/notes/{nid}/sign")
     async def note_sign(nid: str, request: Request):
@@ -677,7 +683,7 @@ def create_app(st: AppState) -> FastAPI:
     @app.get("/drafts/{did}/similar", response_class=HTMLResponse)
     def draft_similar(did: str, request: Request, k: int = 5):
         ws, c = workspace(request)
-        return page(request, "_similar.html", c, similar=ws.similar_cases(draft_id=did, k=k))
+        return similar_page(request, c, ws.similar_cases(draft_id=did, k=k), f"/drafts/{did}")
 
     @app.get("/drafts/{did}/events")
     async def draft_events(did: str, request: Request):
