@@ -209,7 +209,10 @@ def test_dense_ranks_an_english_paraphrase_when_turned_on(records):
     """The packaged MiniLM finds a note that shares meaning, not words, with an English query."""
     st, client, alice, ids = records
     st.similar = SimilarCache(dense=True)
-    r = alice.similar_cases(draft_id=_draft(alice, ids["sun"], "mourning a parent who passed away"))
+    did = _draft(alice, ids["sun"], "mourning a parent who passed away")
+    assert alice.similar_cases(draft_id=did)["reason"] == "dense_pending"  # BM25 answers while the notes embed
+    _wait_embedded(st.similar, alice.actor.id, 120)
+    r = alice.similar_cases(draft_id=did)
     assert r["mode"] == "hybrid" and _ids(r)[0] == ids["grief"]
     zh = alice.similar_cases(draft_id=_draft(alice, ids["sun"], "考试前失眠"))
     assert zh["mode"] == "bm25" and zh["reason"] == "dense_language"
@@ -236,3 +239,43 @@ def test_a_counselor_without_notes_gets_an_empty_list(app):
     assert ws.similar_cases(draft_id=did) == {"client_id": ws.draft(did).client_id, "mode": "bm25", "reason": "dense_off", "notes": 0, "results": []}
     only = _note(ws, ws.create_client("second"), EXAM, "2026-11-01")
     assert ws.similar_cases(note_id=only)["results"] == []  # its one note is itself
+
+
+def _wait_embedded(cache: SimilarCache, user_id: str, timeout: float) -> None:
+    idx = cache._index(user_id)
+    deadline = time.monotonic() + timeout
+    while idx.embedding or any(e.vector is None for e in idx.entries.values()):
+        assert time.monotonic() < deadline, "the notes were not embedded in time"
+        time.sleep(0.05)
+
+
+class FakeEmbedder:
+    """Vectors from a few English words (a stand-in for MiniLM in fast tests)."""
+
+    languages = ("en",)
+    WORDS = ("grief", "mourning", "death", "panic", "train", "subway")
+
+    def encode(self, texts):
+        import numpy as np
+
+        v = np.array([[float(any(w in t.lower() for w in group)) for group in (self.WORDS[:3], self.WORDS[3:])]
+                      for t in texts], dtype=np.float32) + 1e-3
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_dense_vectors_are_computed_in_a_thread_while_bm25_answers(records):
+    st, client, alice, ids = records
+    st.similar = cache = SimilarCache(dense=True)
+    cache._embedder, cache._embedder_state = FakeEmbedder(), "on"
+    did = _draft(alice, ids["sun"], "mourning")  # no note has this word: BM25 alone finds nothing
+    first = alice.similar_cases(draft_id=did)
+    assert first["mode"] == "bm25" and first["reason"] == "dense_pending" and first["results"] == []
+    _wait_embedded(cache, alice.actor.id, 10)
+    r = alice.similar_cases(draft_id=did)
+    assert r["mode"] == "hybrid" and _ids(r)[0] == ids["grief"]
+    zh = alice.similar_cases(draft_id=_draft(alice, ids["sun"], "考试前失眠"))
+    assert zh["mode"] == "bm25" and zh["reason"] == "dense_language" and _ids(zh)[0] == ids["exam"]
+    new = _note(alice, ids["p"], ["Mourning again, grief at night"], "2026-12-02")  # only the new note is embedded
+    assert alice.similar_cases(draft_id=did)["reason"] == "dense_pending"
+    _wait_embedded(cache, alice.actor.id, 10)
+    assert new in _ids(alice.similar_cases(draft_id=did))

@@ -20,6 +20,7 @@ at the first query (benchmarks/app_similar.py), and the model ranks Chinese clos
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 SNIPPET_CHARS = 140
 CANDIDATES = 50  # per retriever before fusion, as in kb.search
+EMBED_BATCH = 32  # notes per encode call of the embedding thread (the index lock is free in between)
 
 
 def note_text(sections: dict | None) -> str:
@@ -84,6 +86,10 @@ class CounselorIndex:
     bm25: object | None = None  # None while there are no notes (bm25s cannot index nothing)
     order: list[str] = field(default_factory=list)
     vectors: np.ndarray | None = None
+    vectors_dirty: bool = False  # new vectors arrived: restack `vectors`
+    embedding: bool = False  # a thread is embedding notes that lack a vector
+    embed_failed: bool = False
+    dropped: bool = False  # forgotten (logout): the embedding thread stops
     builds: int = 0  # full builds (a test checks that a new login rebuilds)
 
 
@@ -104,7 +110,9 @@ class SimilarCache:
     def forget(self, user_id: str) -> None:
         """Logout, password change, deactivation: the counselor's decrypted notes leave memory."""
         with self._lock:
-            self._indexes.pop(user_id, None)
+            idx = self._indexes.pop(user_id, None)
+        if idx is not None:
+            idx.dropped = True
 
     def client_changed(self, user_id: str, cid: str) -> None:
         """A note saved, a client renamed or deleted: drop that client's entries; re-read at the next query.
@@ -149,7 +157,10 @@ class SimilarCache:
 
     # --- building -----------------------------------------------------------------------------------
 
-    def dense_state(self) -> str:
+    def dense_state(self, *, load: bool = True) -> str | None:
+        """'off', 'missing' or 'on'; None while not yet loaded and `load` is False."""
+        if not load:
+            return self._embedder_state
         with self._embed_lock:
             if self._embedder_state is None:
                 self._load_embedder()
@@ -178,9 +189,6 @@ class SimilarCache:
                     del idx.entries[nid]
             new = [Entry(r["note_id"], r["client_id"], r["client_name"], r["session_date"], r["text"],
                          tokenize(r["text"])) for r in rows]
-            if new and self.dense_state() == "on":
-                for e, v in zip(new, self._embedder.encode([e.text for e in new]), strict=True):
-                    e.vector = v
             idx.entries.update({e.note_id: e for e in new})
             idx.stale = set()
             idx.dirty = True
@@ -191,9 +199,38 @@ class SimilarCache:
                 idx.bm25 = require("bm25s", "similar-case search").BM25()
                 # bm25s needs one term per document: an empty note gets a term no query produces.
                 idx.bm25.index([idx.entries[n].tokens or ["\x00"] for n in idx.order], show_progress=False)
-            idx.dirty = False
+            idx.dirty, idx.vectors_dirty = False, True
+        if idx.vectors_dirty:
             vecs = [idx.entries[n].vector for n in idx.order]
             idx.vectors = np.stack(vecs) if vecs and all(v is not None for v in vecs) else None
+            idx.vectors_dirty = False
+        if (self.want_dense and self._embedder_state != "missing" and idx.vectors is None and idx.order
+                and not idx.embedding and not idx.embed_failed):
+            # Embedding 1,000 notes takes a minute on a CPU: a thread does it, BM25 answers meanwhile.
+            idx.embedding = True
+            threading.Thread(target=self._embed, args=(idx,), name="similar-embed", daemon=True).start()
+
+    def _embed(self, idx: CounselorIndex) -> None:
+        """Vectors for the notes that lack one, EMBED_BATCH at a time, without holding the index lock."""
+        try:
+            while self.dense_state() == "on" and not idx.dropped:
+                with idx.lock:
+                    todo = [(n, e.text) for n, e in idx.entries.items() if e.vector is None][:EMBED_BATCH]
+                if not todo:
+                    return
+                vecs = self._embedder.encode([t for _, t in todo])
+                with idx.lock:
+                    for (n, text), v in zip(todo, vecs, strict=True):
+                        e = idx.entries.get(n)
+                        if e is not None and e.text == text:  # not changed meanwhile
+                            e.vector = v
+                    idx.vectors_dirty = True
+        except Exception:  # BM25 goes on; the log says why dense never arrived (not retried until logout)
+            idx.embed_failed = True
+            logging.getLogger("psyassist.app").exception("similar cases: embedding the notes failed")
+        finally:
+            with idx.lock:
+                idx.embedding = False
 
     # --- searching ----------------------------------------------------------------------------------
 
@@ -208,8 +245,10 @@ class SimilarCache:
             terms = tokenize(query)
             n = CANDIDATES + len(exclude)
             b = _top(idx.bm25.get_scores(terms), n, positive=True) if terms and idx.bm25 is not None else []
-            dense = self.dense_state()
+            dense = self.dense_state(load=False)  # loading the model is the embedding thread's work
             reason = {"off": "dense_off", "missing": "dense_missing"}.get(dense)
+            if dense in (None, "on") and idx.vectors is None and idx.order:
+                reason = "dense_pending"  # the model is loading or the notes are being embedded
             d = []
             if dense == "on" and idx.vectors is not None and query.strip():
                 if query_language(query) in (self._embedder.languages or ("en", "zh")):
