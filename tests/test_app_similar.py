@@ -279,3 +279,10 @@ def test_dense_vectors_are_computed_in_a_thread_while_bm25_answers(records):
     assert alice.similar_cases(draft_id=did)["reason"] == "dense_pending"
     _wait_embedded(cache, alice.actor.id, 10)
     assert new in _ids(alice.similar_cases(draft_id=did))
+
+
+def test_every_ranking_mode_and_reason_has_words_in_both_languages():
+    from psyassist.app.web.i18n import EN, ZH
+
+    for key in ("hybrid", "bm25", "dense_off", "dense_missing", "dense_language", "dense_pending"):
+        assert f"similar_mode_{key}" in EN and f"similar_mode_{key}" in ZH, key

@@ -136,6 +136,8 @@ EN = {
     "similar_mode_dense_missing": "Ranked by words (BM25) only: sentence-transformers is not installed "
                                   "(pip install 'psyassist[kb]')",
     "similar_mode_dense_language": "Ranked by words (BM25): the English embedding model is not used for Chinese text",
+    "similar_mode_dense_pending": "Ranked by words (BM25) for now: your notes are still being embedded for "
+                                  "meaning (MiniLM); ask again in a minute",
 }
 
 ZH = {
@@ -235,6 +237,7 @@ ZH = {
     "similar_mode_dense_off": "按用词（BM25）排序；向量模型未开启（设置 similar_dense）",
     "similar_mode_dense_missing": "仅按用词（BM25）排序：未安装 sentence-transformers（pip install 'psyassist[kb]'）",
     "similar_mode_dense_language": "按用词（BM25）排序：英文向量模型不用于中文文字",
+    "similar_mode_dense_pending": "暂按用词（BM25）排序：笔记的语义向量（MiniLM）仍在计算中，请稍后再试",
 }
 
 TABLES = {"en": EN, "zh": ZH}
