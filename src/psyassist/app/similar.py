@@ -13,9 +13,10 @@ deleted client marks that one client stale, and the next query re-reads only tha
 
 Ranking reuses the knowledge library's pieces: BM25 (bm25s) over `kb.search.tokenize` words (jieba
 for Chinese) is the core, because notes are mostly Chinese; with `similar_dense: true` the packaged
-English MiniLM also embeds every note and ranks English queries, fused by reciprocal rank
-(`kb.search.rrf`).  Dense is off by default: embedding 1,000 notes on one CPU thread costs seconds
-at the first query (benchmarks/app_similar.py), and the model ranks Chinese close to chance.
+English MiniLM also embeds every note (in a background thread; BM25 answers until it is done) and
+ranks English queries, fused by reciprocal rank (`kb.search.rrf`).  Dense is off by default:
+embedding 1,000 notes keeps one CPU core busy for 76-176 s per login (benchmarks/app_similar.py),
+and the model ranks Chinese close to chance.
 """
 
 from __future__ import annotations
