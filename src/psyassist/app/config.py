@@ -62,6 +62,7 @@ class AppConfig:
     max_running_jobs: int = 1  # training jobs running at once across every worker sharing the database
     job_timeout_s: int = 120  # a running job without a heartbeat this long is retried (or failed)
     job_max_attempts: int = 2
+    similar_dense: bool = False  # similar cases: also embed notes with the English MiniLM (costs seconds per 1k notes)
     memorization_policy: str = "block"  # block: an adapter that recites notes is held back; warn: used, flagged
     dtype: str = "auto"
     device: str | None = None

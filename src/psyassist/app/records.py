@@ -257,6 +257,7 @@ class Workspace:
                 c.tags_ct = key.seal(json.dumps(clean_tags(tags), ensure_ascii=False), "clients", cid, "tags")
             c.updated_at = utcnow()
             self._audit("client.update", cid)
+        self.st.similar.client_changed(self.actor.id, cid)  # the name shown with its notes
 
     def set_archived(self, cid: str, archived: bool) -> None:
         with self.st.db.write() as s:
@@ -287,6 +288,7 @@ class Workspace:
             s.execute(delete(Client).where(Client.id == cid))
             self._audit("client.delete", cid)
         self.st.vault.forget(f"client:{cid}")
+        self.st.similar.client_changed(self.actor.id, cid)  # its notes leave the in-memory index now
         self.st.after_client_deleted(cid)
 
     # --- basic information -----------------------------------------------------------------------
@@ -442,6 +444,50 @@ class Workspace:
             out.append(PastNote(n.id, n.session_date.isoformat(), t, n.sections))
         return out
 
+    # --- similar cases (app/similar.py) ---------------------------------------------------------
+
+    def similar_corpus(self, client_ids: set[str] | None = None) -> list[dict]:
+        """The newest version of every readable note of this counselor's clients (or of `client_ids`
+        among them), decrypted, for the in-memory similar-case index.  Unreadable notes are left out."""
+        from psyassist.app.similar import note_text
+
+        self._counselor()
+        with self.st.db.read() as s:
+            q = select(Client).where(Client.owner_id == self.actor.id)
+            if client_ids is not None:
+                q = q.where(Client.id.in_(client_ids))
+            out = []
+            for c in s.scalars(q).all():
+                key = self._key_or_none(s, c.id)
+                name, _ = self._open(key, c.name_ct, "clients", c.id, "name")
+                rows = s.execute(select(Note, NoteVersion).join(NoteVersion, (NoteVersion.note_id == Note.id)
+                                                                & (NoteVersion.version == Note.version))
+                                 .where(Note.client_id == c.id)).all()
+                for n, v in rows:
+                    raw, err = self._open(key, v.content_ct, "note_versions", v.id, "content")
+                    if raw and not err:
+                        out.append({"note_id": n.id, "client_id": c.id, "client_name": name,
+                                    "session_date": n.session_date, "text": note_text(json.loads(raw))})
+        self._audit("similar.index", None, f"{len(out)} notes")
+        return out
+
+    def similar_cases(self, *, draft_id: str | None = None, note_id: str | None = None, k: int = 5) -> dict:
+        """This counselor's earlier notes most like a draft's input (or its items, when it has no input)
+        or like a note's text; the note itself (and the note a draft edits) is never among them."""
+        from psyassist.app.similar import draft_text, note_text
+
+        if draft_id is not None:
+            d = self.draft(draft_id, audit=False)
+            query, cid, exclude, target = d.input.strip() or draft_text(d.content), d.client_id, {d.note_id}, draft_id
+        else:
+            with self.st.db.read() as s:
+                n = self._note_row(s, note_id)
+                v = self._note_view(s, self._key_or_none(s, n.client_id), n, {}, with_addenda=False)
+            query, cid, exclude, target = note_text(v.sections), v.client_id, {note_id}, note_id
+        out = self.st.similar.search(self, query, k=max(1, min(int(k), 50)), exclude=exclude - {None})
+        self._audit("similar.search", cid, target)
+        return {"client_id": cid, **out}
+
     # --- drafts ----------------------------------------------------------------------------------
 
     def create_draft(self, cid: str, text: str, template: Template, session_date: date, *,
@@ -585,6 +631,7 @@ class Workspace:
             s.get(Client, d.client_id).updated_at = utcnow()
             nid, cid = n.id, d.client_id
             self._audit("note.save", cid, nid)
+        self.st.similar.client_changed(self.actor.id, cid)
         return nid
 
     def draft_for_note(self, nid: str, templates: dict[str, Template]) -> str:

@@ -16,6 +16,7 @@ from sqlalchemy import select, text, update
 
 from psyassist.app.config import AppConfig
 from psyassist.app.notes.templates import Template, load_templates
+from psyassist.app.similar import SimilarCache
 from psyassist.app.store.crypto import MasterKey
 from psyassist.app.store.db import Database, open_database
 from psyassist.app.store.models import ChatMessage, Draft, utcnow
@@ -37,6 +38,7 @@ class AppState:
     backend: object | None = None  # app.llm backend; None until attach_backend
     runner: object | None = None  # app.runner.Runner
     workers: list = field(default_factory=list)  # app.jobs.Worker threads in this process
+    similar: SimilarCache = field(default_factory=SimilarCache)  # per-counselor in-memory similar-case indexes
     notices: list[str] = field(default_factory=list)  # startup facts the CLI prints
 
     def template(self, name: str) -> Template:
@@ -94,7 +96,8 @@ def open_state(cfg: AppConfig, *, create: bool = True) -> AppState:
         from psyassist.app.store.blobs import open_store
 
         st = AppState(cfg, db, master, where, Vault(db, master), audit, templates,
-                      blobs=open_store(cfg.adapter_store_url))
+                      blobs=open_store(cfg.adapter_store_url),
+                      similar=SimilarCache(dense=cfg.similar_dense, idle_hours=cfg.session_hours))
         jobs.HANDLERS["train_adapter"] = adapters.run_training_job
         _mark_interrupted(st)
         return st

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -201,6 +201,12 @@ def add_api(app: FastAPI, st, *, workspace, screen, set_session_cookie) -> None:
         ws, _ = workspace(request)
         return ws.note_versions(nid)
 
+    @app.get("/api/v1/notes/{nid}/similar", tags=["notes"])
+    def api_note_similar(nid: str, request: Request, k: int = Query(5, ge=1, le=50)):
+        """The counselor's earlier notes most like this one (never itself): dated snippets with scores."""
+        ws, _ = workspace(request)
+        return ws.similar_cases(note_id=nid, k=k)
+
     @app.post("/api/v1/notes/{nid}/sign", tags=["notes"])
     async def api_sign(nid: str, request: Request):
         ws, _ = workspace(request)
@@ -234,6 +240,12 @@ def add_api(app: FastAPI, st, *, workspace, screen, set_session_cookie) -> None:
     def api_draft(did: str, request: Request):
         ws, _ = workspace(request)
         return _draft(ws.draft(did))
+
+    @app.get("/api/v1/drafts/{did}/similar", tags=["drafts"])
+    def api_draft_similar(did: str, request: Request, k: int = Query(5, ge=1, le=50)):
+        """The counselor's earlier notes most like this draft's input: dated snippets with scores."""
+        ws, _ = workspace(request)
+        return ws.similar_cases(draft_id=did, k=k)
 
     @app.patch("/api/v1/drafts/{did}/items/{iid}", tags=["drafts"])
     async def api_item(did: str, iid: str, body: ItemPatch, request: Request):

@@ -125,6 +125,19 @@ EN = {
     "notice_logged_out": "You are signed out.", "notice_password_changed": "Password changed.",
     "notice_signed": "The note is signed.", "notice_addendum_saved": "Addendum saved.",
     "notice_note_saved": "Saved to the client's notes.", "notice_alert_acknowledged": "Acknowledged. Thank you.",
+    "similar_title": "Similar cases", "similar_show": "Similar cases",
+    "similar_help": "Your own earlier notes (all your clients) that share the most words with this text. The index "
+                    "is built in memory from your decrypted notes and dropped when you sign out.",
+    "similar_none": "No earlier note shares words with this text.", "similar_indexed": "{n} notes searched",
+    "similar_score": "score",
+    "similar_mode_hybrid": "Ranked by words (BM25) and meaning (MiniLM), fused",
+    "similar_mode_bm25": "Ranked by words (BM25)",
+    "similar_mode_dense_off": "Ranked by words (BM25); the embedding model is off (setting similar_dense)",
+    "similar_mode_dense_missing": "Ranked by words (BM25) only: sentence-transformers is not installed "
+                                  "(pip install 'psyassist[kb]')",
+    "similar_mode_dense_language": "Ranked by words (BM25): the English embedding model is not used for Chinese text",
+    "similar_mode_dense_pending": "Ranked by words (BM25) for now: your notes are still being embedded for "
+                                  "meaning (MiniLM); ask again in a minute",
 }
 
 ZH = {
@@ -215,6 +228,16 @@ ZH = {
     "notice_logged_out": "已退出。", "notice_password_changed": "密码已修改。", "notice_signed": "笔记已签署。",
     "notice_addendum_saved": "补充说明已保存。", "notice_note_saved": "已保存到来访者的笔记。",
     "notice_alert_acknowledged": "已确认，谢谢。",
+    "similar_title": "相似案例", "similar_show": "相似案例",
+    "similar_help": "你自己以前的笔记（你的所有来访者）中与这段文字用词最接近的几篇。索引在内存中由解密后的笔记建立，退出登录即丢弃。",
+    "similar_none": "以前的笔记中没有与这段文字共有的词。", "similar_indexed": "共检索 {n} 篇笔记",
+    "similar_score": "得分",
+    "similar_mode_hybrid": "按用词（BM25）和语义（MiniLM）融合排序",
+    "similar_mode_bm25": "按用词（BM25）排序",
+    "similar_mode_dense_off": "按用词（BM25）排序；向量模型未开启（设置 similar_dense）",
+    "similar_mode_dense_missing": "仅按用词（BM25）排序：未安装 sentence-transformers（pip install 'psyassist[kb]'）",
+    "similar_mode_dense_language": "按用词（BM25）排序：英文向量模型不用于中文文字",
+    "similar_mode_dense_pending": "暂按用词（BM25）排序：笔记的语义向量（MiniLM）仍在计算中，请稍后再试",
 }
 
 TABLES = {"en": EN, "zh": ZH}

@@ -314,6 +314,7 @@ def create_app(st: AppState) -> FastAPI:
     def logout(request: Request):
         c = login_required(request)
         accounts.end_session(st.db, c.sid)
+        st.similar.forget(c.actor.id)  # the decrypted notes of the similar-case index leave memory
         st.audit.access(who=c.actor.username, action="logout", client=None)
         r = back("/login", "logged_out")
         r.delete_cookie(COOKIE, path="/")
@@ -364,6 +365,7 @@ def create_app(st: AppState) -> FastAPI:
                                            ip, max_failures=cfg.login_max_failures,
                                            window_minutes=cfg.login_window_minutes)
             await run_in_threadpool(accounts.set_password, st.db, user.id, str(form.get("new", "")))
+            st.similar.forget(user.id)  # every session ended: so does the in-memory index
         except AuthError as e:
             return page(request, "settings.html", c, status=400, nav="settings", templates=list(st.templates.values()),
                         error=t("wrong_password") if "wrong" in str(e) else str(e))
@@ -409,6 +411,7 @@ def create_app(st: AppState) -> FastAPI:
         c = admin_only(request)
         password = secrets.token_urlsafe(12)
         await run_in_threadpool(accounts.set_password, st.db, uid, password, must_change=True)
+        st.similar.forget(uid)  # the reset ended the account's sessions
         st.audit.access(who=c.actor.username, action="account.reset_password", client=None, target=uid)
         user = next(u for u in _users(st) if u.id == uid)
         return page(request, "admin.html", c, nav="admin", users=_users(st),
@@ -593,6 +596,17 @@ def create_app(st: AppState) -> FastAPI:
         return page(request, "note_versions.html", c, nav="clients", client=ws.client(note.client_id), note=note,
                     versions=versions, tpl=tpl)
 
+    def similar_page(request: Request, c: Ctx, similar: dict, back_to: str) -> HTMLResponse:
+        """The card's content for htmx; a whole page when the link is followed without JavaScript."""
+        name = "_similar.html" if request.headers.get("hx-request") else "similar.html"
+        return page(request, name, c, nav="clients", similar=similar, back_to=back_to)
+
+    @app.get("/notes/{nid}/similar", response_class=HTMLResponse)
+    def note_similar(nid: str, request: Request, k: int = 5):
+        ws, c = workspace(request)
+        similar = ws.similar_cases(note_id=nid, k=k)
+        return similar_page(request, c, similar, f"/clients/{similar['client_id']}#note-{nid}")
+
     @app.post("/notes/{nid}/sign")
     async def note_sign(nid: str, request: Request):
         ws, c = workspace(request)
@@ -665,6 +679,11 @@ def create_app(st: AppState) -> FastAPI:
         ws, c = workspace(request)
         kw = draft_context(ws, c, did)
         return page(request, "draft.html", c, nav="clients", alerts=alerts_for(ws, {kw["draft"].client_id}), **kw)
+
+    @app.get("/drafts/{did}/similar", response_class=HTMLResponse)
+    def draft_similar(did: str, request: Request, k: int = 5):
+        ws, c = workspace(request)
+        return similar_page(request, c, ws.similar_cases(draft_id=did, k=k), f"/drafts/{did}")
 
     @app.get("/drafts/{did}/events")
     async def draft_events(did: str, request: Request):
@@ -1001,4 +1020,6 @@ def _set_active(st: AppState, uid: str, active: bool) -> None:
         if not active:
             s.execute(delete(AuthSession).where(AuthSession.user_id == uid))
     accounts.forget_sessions(user_id=uid)
+    if not active:
+        st.similar.forget(uid)
 
