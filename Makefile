@@ -46,6 +46,7 @@ bench: $(STAMP) tokenizer
 	$(BIN)/python benchmarks/app_adapters.py
 	$(BIN)/python benchmarks/crisis_detect.py
 	$(BIN)/python benchmarks/kb_retrieval.py
+	$(BIN)/python benchmarks/app_similar.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
