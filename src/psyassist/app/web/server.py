@@ -596,16 +596,17 @@ def create_app(st: AppState) -> FastAPI:
         return page(request, "note_versions.html", c, nav="clients", client=ws.client(note.client_id), note=note,
                     versions=versions, tpl=tpl)
 
-    def similar_page(request: Request, c: Ctx, similar: dict, back_to: str) -> HTMLResponse:
-        """The card's content for htmx; a whole page when the link is followed without JavaScript."""
+    def similar_page(request: Request, c: Ctx, similar: dict, back_to: str, titled: bool = False) -> HTMLResponse:
+        """The card's content for htmx; a whole page when the link is followed without JavaScript.
+        `titled`: under a note the list needs its own heading (the draft page's card has one)."""
         name = "_similar.html" if request.headers.get("hx-request") else "similar.html"
-        return page(request, name, c, nav="clients", similar=similar, back_to=back_to)
+        return page(request, name, c, nav="clients", similar=similar, back_to=back_to, titled=titled)
 
     @app.get("/notes/{nid}/similar", response_class=HTMLResponse)
     def note_similar(nid: str, request: Request, k: int = 5):
         ws, c = workspace(request)
         similar = ws.similar_cases(note_id=nid, k=k)
-        return similar_page(request, c, similar, f"/clients/{similar['client_id']}#note-{nid}")
+        return similar_page(request, c, similar, f"/clients/{similar['client_id']}#note-{nid}", titled=True)
 
     @app.post("/notes/{nid}/sign")
     async def note_sign(nid: str, request: Request):
