@@ -30,7 +30,7 @@ test: $(STAMP) tokenizer
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m 'not gpu and not slow'
 
-# Every CPU benchmark, one after another (about 50 minutes on 2 quiet cores); each appends a row to
+# Every CPU benchmark, one after another (about 2 hours on 2 quiet cores); each appends a row to
 # benchmarks/RESULTS.md.  Real data from ../shared/data unless PSYASSIST_TEST_DATA says otherwise.
 # benchmarks/train_gpu.py needs a GPU and is not run here.
 bench: $(STAMP) tokenizer
@@ -47,6 +47,7 @@ bench: $(STAMP) tokenizer
 	$(BIN)/python benchmarks/crisis_detect.py
 	$(BIN)/python benchmarks/kb_retrieval.py
 	$(BIN)/python benchmarks/app_similar.py
+	$(BIN)/python benchmarks/app_train_memory.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
