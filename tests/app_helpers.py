@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -168,3 +169,25 @@ def prepare_accounts(data_dir: Path, db_url: str | None = None, users=("alice", 
             create_user(st.db, u, PASSWORD, role="counselor", display_name=u.title())
     finally:
         st.close()
+
+
+@contextmanager
+def serving(server: Server):
+    """The started server; its log is printed (shown by pytest) when the test fails."""
+    server.start()
+    try:
+        yield server
+    except BaseException:
+        print(f"--- {server.log} ---\n{server.log.read_text(errors='replace')[-5000:]}")
+        raise
+    finally:
+        server.stop()
+
+
+def sign_in(page, base: str, username: str) -> None:
+    """Log in through the login page (Playwright) and land on the client list."""
+    page.goto(base + "/login")
+    page.locator("#username").fill(username)
+    page.locator("#password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(base + "/")

@@ -514,6 +514,23 @@ def page(browser):
         ctx.close()
 
 
+@pytest.fixture
+def shots(tmp_path):
+    """shoot(page, name): a full-page screenshot NN-name.png, numbered in the order taken, into
+    $PSYASSIST_SCREENSHOTS (to look at them) or the test's tmp dir (kept by pytest for a failed run)."""
+    out = Path(os.environ.get("PSYASSIST_SCREENSHOTS") or tmp_path / "screenshots")
+    out.mkdir(parents=True, exist_ok=True)
+    taken: list[Path] = []
+
+    def shoot(page, name: str) -> None:
+        path = out / f"{len(taken) + 1:02d}-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        taken.append(path)
+
+    shoot.taken = taken
+    return shoot
+
+
 @pytest.fixture(autouse=True)
 def _hide_playwright_loop(request):
     """Playwright's sync API leaves its event loop marked as running in this thread between calls, so

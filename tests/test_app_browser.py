@@ -10,16 +10,14 @@ no eval), so the tests wait with locators and `expect`, never with evaluated Jav
 
 from __future__ import annotations
 
-import os
 import re
-from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
 
 import httpx
 import pytest
 
-from app_helpers import PASSWORD, Server, prepare_accounts
+from app_helpers import PASSWORD, Server, prepare_accounts, serving, sign_in
 
 pytestmark = pytest.mark.slow
 
@@ -34,41 +32,10 @@ MODEL_ENV = {"PSYASSIST_APP_DRAFT_MAX_TOKENS": "96", "PSYASSIST_APP_CHAT_MAX_TOK
              "OMP_NUM_THREADS": "1"}
 
 
-@contextmanager
-def serving(server: Server):
-    """The started server; its log is printed (shown by pytest) when the test fails."""
-    server.start()
-    try:
-        yield server
-    except BaseException:
-        print(f"--- {server.log} ---\n{server.log.read_text(errors='replace')[-5000:]}")
-        raise
-    finally:
-        server.stop()
 
 
-@pytest.fixture
-def shots(tmp_path):
-    """shoot(page, name): a full-page screenshot NN-name.png, numbered in the order taken."""
-    out = Path(os.environ.get("PSYASSIST_SCREENSHOTS") or tmp_path / "screenshots")
-    out.mkdir(parents=True, exist_ok=True)
-    taken: list[Path] = []
-
-    def shoot(page, name: str) -> None:
-        path = out / f"{len(taken) + 1:02d}-{name}.png"
-        page.screenshot(path=str(path), full_page=True)
-        taken.append(path)
-
-    shoot.taken = taken
-    return shoot
 
 
-def sign_in(page, base: str, username: str) -> None:
-    page.goto(base + "/login")
-    page.locator("#username").fill(username)
-    page.locator("#password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(base + "/")
 
 
 def test_the_whole_counselor_workflow_with_the_default_model(tmp_path, page, shots):

@@ -11,15 +11,12 @@ The pages run under a strict CSP, so the test waits with locators and `expect`, 
 
 from __future__ import annotations
 
-import os
 import re
 import time
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
-from app_helpers import PASSWORD, Server, prepare_accounts
+from app_helpers import Server, prepare_accounts, serving, sign_in
 
 pytestmark = pytest.mark.slow
 
@@ -28,41 +25,10 @@ pytestmark = pytest.mark.slow
 ENV = {"PSYASSIST_APP_DRAFT_MAX_TOKENS": "96", "OMP_NUM_THREADS": "1", "PSYASSIST_APP_TRAIN_STEPS": "2"}
 
 
-@contextmanager
-def serving(server: Server):
-    """The started server; its log is printed (shown by pytest) when the test fails."""
-    server.start()
-    try:
-        yield server
-    except BaseException:
-        print(f"--- {server.log} ---\n{server.log.read_text(errors='replace')[-5000:]}")
-        raise
-    finally:
-        server.stop()
 
 
-@pytest.fixture
-def shots(tmp_path):
-    """shoot(page, name): a full-page screenshot NN-name.png, numbered in the order taken."""
-    out = Path(os.environ.get("PSYASSIST_SCREENSHOTS") or tmp_path / "screenshots")
-    out.mkdir(parents=True, exist_ok=True)
-    taken: list[Path] = []
-
-    def shoot(page, name: str) -> None:
-        path = out / f"{len(taken) + 1:02d}-{name}.png"
-        page.screenshot(path=str(path), full_page=True)
-        taken.append(path)
-
-    shoot.taken = taken
-    return shoot
 
 
-def sign_in(page, base: str, username: str) -> None:
-    page.goto(base + "/login")
-    page.locator("#username").fill(username)
-    page.locator("#password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(base + "/")
 
 
 def new_draft(page, base: str, cid: str, text: str, mode: str, day: str) -> str:

@@ -69,19 +69,20 @@ def dirs(tmp_path_factory, qwen3_tokenizer_dir) -> tuple[Path, Path]:
 
 
 class Server:
-    """uvicorn on a free loopback port, in a thread of this process."""
+    """uvicorn on a free loopback port, in a thread of this process; `backend` defaults to the config's
+    (build_backend), `embedder` serves /v1/embeddings."""
 
-    def __init__(self, cfg: ServeConfig):
+    def __init__(self, cfg: ServeConfig, backend=None, embedder=None):
         import uvicorn
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             cfg.port = s.getsockname()[1]
         self.cfg = cfg
-        self.backend = build_backend(cfg)
+        self.backend = backend if backend is not None else build_backend(cfg)
         self.url = f"http://127.0.0.1:{cfg.port}"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(cfg, self.backend), host="127.0.0.1", port=cfg.port,
-                                                    log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(create_app(cfg, self.backend, embedder), host="127.0.0.1",
+                                                    port=cfg.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         t0 = time.monotonic()

@@ -9,10 +9,6 @@ model is the real packaged all-MiniLM-L6-v2, and the server is real uvicorn on l
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import httpx
 import numpy as np
 import pytest
@@ -21,7 +17,8 @@ pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 pytest.importorskip("sentence_transformers")
 
-from psyassist.serve.app import ServeConfig, create_app  # noqa: E402
+from psyassist.serve.app import ServeConfig  # noqa: E402
+from test_serve import Server  # noqa: E402 — the same uvicorn-in-a-thread server
 
 KEY = "emb-key"
 TEXTS = ["I can't sleep before my exams.", "Insomnia the night before an exam.", "Quarterly stock market returns."]
@@ -46,28 +43,6 @@ class NoChatModel:
 
     def close(self) -> None:
         pass
-
-
-class Server:
-    def __init__(self, cfg: ServeConfig, backend, embedder):
-        import uvicorn
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            cfg.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{cfg.port}"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(cfg, backend, embedder), host="127.0.0.1",
-                                                    port=cfg.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        t0 = time.monotonic()
-        while not self.server.started:
-            assert time.monotonic() - t0 < 30, "server did not start"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
 
 
 @pytest.fixture(scope="module")
