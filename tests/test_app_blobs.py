@@ -376,3 +376,16 @@ def test_s3_prefix_scopes_the_store(s3_url):
     assert store.list() == ["a/x.bin", "b/x.bin"]
     assert open_store(a.describe()).get("x.bin") == b"a"  # describe() is a URL that opens the store
     assert a.delete_prefix("") == 1 and store.list() == ["b/x.bin"]
+
+
+def test_the_default_store_of_a_relative_data_dir_is_an_absolute_file_uri(tmp_path, monkeypatch):
+    """`psyassist app --data-dir demo-output/app` (as `make demo` runs it) must start: its default adapter store
+    was "file://demo-output/app/adapters", refused as a URL naming a host."""
+    from psyassist.app.config import AppConfig
+
+    monkeypatch.chdir(tmp_path)
+    url = AppConfig(data_dir=Path("demo output/app#1")).adapter_store_url
+    assert url.startswith("file:///")
+    store = open_store(url)
+    store.put("adapters/c/v1.bin", b"x")
+    assert (tmp_path / "demo output" / "app#1" / "adapters" / "adapters" / "c" / "v1.bin").read_bytes() == b"x"

@@ -102,7 +102,9 @@ class AppConfig:
 
     @property
     def adapter_store_url(self) -> str:
-        return self.adapter_store or f"file://{self.data_dir / 'adapters'}"
+        # An absolute file:// URI: `--data-dir demo-output/app` (relative, as `make demo` passes it) made
+        # "file://demo-output/app/adapters", which names a host, not a path; as_uri() also escapes spaces and '#'.
+        return self.adapter_store or (Path(self.data_dir) / "adapters").resolve().as_uri()
 
     @property
     def audit_path(self) -> Path:
