@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -31,30 +30,14 @@ from sqlalchemy import select
 from app_helpers import make_state
 from psyassist.app.accounts import actor_of
 from psyassist.app.adapters import blob_key, for_client, open_adapter
-from psyassist.app.notes.draft import content_from_model
 from psyassist.app.records import Workspace
-from psyassist.app.store.models import Draft, Job, User, utcnow
+from psyassist.app.store.models import Job, User, utcnow
+from test_app_adapters import _sessions  # the same saved, edited sessions
 
 pytestmark = pytest.mark.slow
 
-MODEL_DRAFT = {"counseling_question": "exam worry", "symptom_type": "anxiety", "reasons": ["pressure", "sleep"],
-               "advice": ["relaxation"], "basic_info_updates": {"mental_state": "anxious"}}
 TIMEOUT_S = 6  # the restarted workers' job_timeout_s: just above the 5 s heartbeat of a live worker
 LONG_JOB_STEPS = 100  # never finishes here: ~20-40 s a step on CPU, the job is killed after its first
-
-
-def _sessions(st, ws, cid, n=2):
-    """n saved sessions drafted from an input by the 'model' (MODEL_DRAFT), each edited by the counselor."""
-    t = st.templates["seed004"]
-    for i in range(n):
-        content, _ = content_from_model(t, MODEL_DRAFT)
-        content["sections"]["advice"][0].update(text=f"Worry time every evening, week {i}", origin="edited")
-        did = ws.create_draft(cid, f"Session {i}: she lies awake before exams.", t, date(2026, 11, 1) + timedelta(i),
-                              generate=False, content=content)
-        with st.db.write() as s:  # the model's original output, as the runner stores it
-            d = s.get(Draft, did)
-            d.model_ct = st.vault.key(s, f"client:{cid}").seal(json.dumps(MODEL_DRAFT), "drafts", did, "model")
-        ws.save_draft(did, t)
 
 
 def _worker(data: Path, db_url: str, log: Path, *args: str, timeout_s: int | None = None) -> subprocess.Popen:
@@ -117,7 +100,7 @@ def test_a_killed_training_worker_is_retried_then_failed_and_the_previous_adapte
         with st.db.read() as s:
             ws = Workspace(st, actor_of(s.scalar(select(User).where(User.username == "alice"))))
         cid = ws.create_client("A")
-        _sessions(st, ws, cid)
+        _sessions(st, ws, cid, n=2)
 
         # v1: a real job of one step, run by the worker subprocess that is killed later.
         first = ws.start_training(cid, steps=1)
