@@ -73,8 +73,34 @@ class ScriptedBackend:
         yield ("done", "stop", len(reply) // 3)
 
 
-def make_state(tmp_path: Path, db_url: str | None = None, *, backend=None, users=("alice", "bob"), **cfg):
-    """An opened AppState with counselor accounts `users` (password PASSWORD) and an admin 'root'."""
+class WordEmbedder:
+    """Hashed bag-of-words vectors (a stand-in for MiniLM in fast tests: same interface, no model load)."""
+
+    name, dim, languages, max_tokens = "test:hashed-words", 64, None, 256
+
+    def count_tokens(self, texts):
+        from psyassist.kb.embed import estimate_tokens
+
+        return estimate_tokens(texts)
+
+    def encode(self, texts):
+        import zlib
+
+        import numpy as np
+
+        from psyassist.kb.search import tokenize
+
+        v = np.full((len(texts), self.dim), 1e-3, dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in tokenize(t):
+                v[i, zlib.crc32(w.encode()) % self.dim] += 1.0
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def make_state(tmp_path: Path, db_url: str | None = None, *, backend=None, users=("alice", "bob"),
+               embedder: object | None = "words", **cfg):
+    """An opened AppState with counselor accounts `users` (password PASSWORD) and an admin 'root'.
+    `embedder`: the library's ("words": WordEmbedder; None: the configured model, loaded at first use)."""
     from psyassist.app.runner import Runner
 
     config = AppConfig(data_dir=tmp_path / "data", database_url=db_url, **cfg)
@@ -82,6 +108,8 @@ def make_state(tmp_path: Path, db_url: str | None = None, *, backend=None, users
     for u in users:
         create_user(st.db, u, PASSWORD, role="counselor", display_name=u.title())
     create_user(st.db, "root", PASSWORD, role="admin")
+    if embedder is not None:
+        st.library.set_embedder(WordEmbedder() if embedder == "words" else embedder)
     if backend is not None:
         st.backend = backend
         st.runner = Runner(st)

@@ -304,6 +304,7 @@ def test_migrations_upgrade_from_empty_and_from_the_previous_revision(tmp_path, 
     from alembic.runtime.migration import MigrationContext
 
     from psyassist.app.store.models import Base
+    from psyassist.kb.store import Base as KbBase
 
     db = Database(db_url)
     migrate(db, "0001")
@@ -314,13 +315,16 @@ def test_migrations_upgrade_from_empty_and_from_the_previous_revision(tmp_path, 
         c.execute(text("INSERT INTO users (id, username, display_name, password_hash, role, locale, note_template, "
                        "active, must_change_password, created_at, updated_at) VALUES ('u1', 'old', '', 'x', "
                        "'counselor', 'en', 'seed004', true, false, '2026-01-01', '2026-01-01')"))
-    migrate(db, "0002")  # one revision at a time, as a deployment that upgraded at each release did
-    assert db.current_revision() == "0002"
+    for rev in ("0002", "0003"):  # one revision at a time, as a deployment that upgraded at each release did
+        migrate(db, rev)
+        assert db.current_revision() == rev
     migrate(db)
     assert db.current_revision() == HEAD
     with db.engine.connect() as c:
         assert c.execute(text("SELECT username FROM users")).scalar() == "old"
-        diff = compare_metadata(MigrationContext.configure(c, opts={"compare_type": False}), Base.metadata)
+        # The app's models and the library's (psyassist.kb.store: the same tables `psyassist kb` creates).
+        diff = compare_metadata(MigrationContext.configure(c, opts={"compare_type": False}),
+                                [Base.metadata, KbBase.metadata])
     assert diff == [], f"the models and the migrations disagree: {diff}"
     db.dispose()
     # A brand-new database goes straight to the newest revision.

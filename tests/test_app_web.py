@@ -125,8 +125,16 @@ def _alices_records(st, client):
     # A queued training job (no worker runs in these tests) and version 1: a real job id, a plausible version.
     r = client.post(f"/api/v1/clients/{cid}/train", json={"steps": 1}, headers={"X-CSRF-Token": csrf})
     assert r.status_code == 201, r.text
+    job = r.json()["job_id"]
+    # A document in alice's library, and one of its passages.
+    r = client.post("/api/v1/library/documents", headers={"X-CSRF-Token": csrf},
+                    files={"files": ("grounding.md", b"# Grounding\n\nName five things you can see.\n")})
+    assert r.status_code == 200 and r.json()["added"], r.text
+    doc = client.get("/api/v1/library/documents").json()["own"][0]["id"]
+    chunk = client.get("/api/v1/library/search", params={"q": "grounding"}).json()["results"][0]["chunk_id"]
     return {"cid": cid, "did": did, "nid": nid, "chat_id": chat, "iid": item, "key": "reasons", "mid": "0" * 32,
-            "uid": "0" * 32, "event_id": "0" * 16, "job_id": r.json()["job_id"], "version": "1"}, csrf
+            "uid": "0" * 32, "event_id": "0" * 16, "job_id": job, "version": "1", "doc_id": str(doc),
+            "chunk_id": str(chunk)}, csrf
 
 
 def test_every_route_hides_another_counselors_records(app):
@@ -135,7 +143,7 @@ def test_every_route_hides_another_counselors_records(app):
     csrf_b = _csrf(client, "bob")  # the client's cookie jar now holds bob's session
     checked = 0
     for method, path in _routes(client.app):
-        if not any(k in path for k in ("{cid}", "{did}", "{nid}", "{chat_id}", "{iid}")):
+        if not any(k in path for k in ("{cid}", "{did}", "{nid}", "{chat_id}", "{iid}", "{doc_id}", "{chunk_id}")):
             continue
         url = _fill(path, ids)
         if method == "GET":

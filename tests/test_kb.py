@@ -445,6 +445,32 @@ def test_cli_ingest_search_list_remove(built, tmp_path):
     assert isinstance(r.exception, PsyassistError) and "no library index" in str(r.exception)
 
 
+def test_libraries_in_one_index_are_apart_and_an_old_index_is_refused(built, tmp_path):
+    import sqlite3
+
+    from psyassist.cli.kb import kb_app
+
+    root, _, _ = built
+    index = str(tmp_path / "two.sqlite")
+    runner = CliRunner()
+    r = runner.invoke(kb_app, ["ingest", str(root / "anxiety.md"), "--index", index, "--library", "clinic"])
+    assert r.exit_code == 0 and "1 added" in r.output, r.output
+    r = runner.invoke(kb_app, ["ingest", str(root / "anxiety.md"), "--index", index])  # same path, other library
+    assert "1 added" in r.output, r.output
+    assert len(KbStore(index, library="clinic").documents()) == 1 and KbStore(index, library="u:x").documents() == []
+    r = runner.invoke(kb_app, ["remove", str(root / "anxiety.md"), "--index", index, "--library", "clinic"])
+    assert r.exit_code == 0
+    assert KbStore(index, library="clinic").documents() == [] and len(KbStore(index).documents()) == 1
+    r = runner.invoke(kb_app, ["search", "惊恐发作", "--index", index, "--library", "clinic", "--mode", "bm25", "--json"])
+    assert json.loads(r.stdout) == []
+    # An index written before libraries existed: refused with the way out, never half-read.
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as c:
+        c.execute("CREATE TABLE kb_documents (id INTEGER PRIMARY KEY, path TEXT UNIQUE)")
+    with pytest.raises(PsyassistError, match="build it again"):
+        KbStore(old)
+
+
 def test_kb_eval_scores_queries_against_the_documents_they_name(built, tmp_path):
     from psyassist.cli.kb import kb_app
 

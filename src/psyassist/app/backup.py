@@ -47,7 +47,15 @@ CHUNK = 1 << 20
 KEYSTORE = "keystore"
 # Parents before children, so a restore inserts without violating foreign keys.
 ORDER = ["meta", "users", "auth_sessions", "login_attempts", "clients", "basic_info_versions", "notes",
-         "note_versions", "addenda", "drafts", "chats", "chat_messages", "adapters", "jobs"]
+         "note_versions", "addenda", "drafts", "chats", "chat_messages", "adapters", "jobs",
+         "kb_meta", "kb_documents", "kb_chunks"]
+SERIAL = ("kb_documents", "kb_chunks")  # integer ids: PostgreSQL's sequences must follow the restored rows
+
+
+def _table(name: str):
+    from psyassist.kb.store import Base as KbBase
+
+    return Base.metadata.tables.get(name) if name in Base.metadata.tables else KbBase.metadata.tables[name]
 
 
 class BackupError(PsyassistError):
@@ -179,7 +187,7 @@ def _snapshot_lines(db: Database, audit_path: Path, blobs=None) -> Iterator[byte
             revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
             yield json.dumps({"revision": revision}).encode() + b"\n"
             for name in ORDER:
-                table = Base.metadata.tables[name]
+                table = _table(name)
                 for row in conn.execute(select(table)).mappings():
                     yield json.dumps({"t": name, "r": {k: _encode(v) for k, v in row.items()}},
                                      ensure_ascii=False).encode() + b"\n"
@@ -266,7 +274,7 @@ def restore(snapshot: Path, keystore: Path, db: Database, master: MasterKey, aud
             if "blob_missing" in rec:
                 counts["blobs_missing_at_backup"] = counts.get("blobs_missing_at_backup", 0) + 1
                 continue
-            table = Base.metadata.tables[rec["t"]]
+            table = _table(rec["t"])
             row = {k: _decode(v) for k, v in rec["r"].items()}
             if rec["t"] == "meta" and row["key"] in ("key_check", "master_id"):
                 continue  # the restored database answers to the key given here (set below)
@@ -305,6 +313,11 @@ def restore(snapshot: Path, keystore: Path, db: Database, master: MasterKey, aud
             s.execute(delete(Adapter).where(Adapter.client_id == cid))
             s.execute(delete(Job).where(Job.client_id == cid))
             s.execute(delete(Client).where(Client.id == cid))
+        if db.dialect == "postgresql":  # rows came with their ids: move each sequence past the largest
+            for name in SERIAL:
+                if counts.get(name):
+                    s.execute(text(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
+                                   f"(SELECT MAX(id) FROM {name}))"))
         # The database now answers to the CURRENT master key (the key store is wrapped by it).
         s.add(Meta(key="key_check", value=master.key_check()))
         s.add(Meta(key="master_id", value=master.key_id.encode()))

@@ -63,6 +63,16 @@ class AppConfig:
     job_timeout_s: int = 120  # a running job without a heartbeat this long is retried (or failed)
     job_max_attempts: int = 2
     similar_dense: bool = False  # similar cases: also embed notes with the English MiniLM (costs seconds per 1k notes)
+    # --- the knowledge library (issue 12) ---
+    library: bool = True  # the Library page, and library passages in drafts and chat
+    kb_embed_model: str = "default"  # 'default' (packaged English MiniLM), a sentence-transformers dir, or the endpoint's name
+    kb_embed_url: str | None = None  # an OpenAI-compatible /v1 (e.g. `psyassist serve --embed-model ...`)
+    kb_shared_library: str = "clinic"  # searched by every counselor; filled with `psyassist kb ingest --library clinic`
+    kb_max_upload_mb: float = 50.0  # per request; a whole textbook PDF is 5-50 MB
+    kb_max_documents: int = 500  # per counselor
+    kb_passages: int = 4  # passages offered to the model per draft / chat reply
+    kb_context_tokens: int = 700  # their token budget in the prompt
+    kb_min_similarity: float = 0.35  # dense cosine a passage needs when BM25 did not find it (MiniLM scale)
     memorization_policy: str = "block"  # block: an adapter that recites notes is held back; warn: used, flagged
     dtype: str = "auto"
     device: str | None = None
@@ -83,12 +93,14 @@ class AppConfig:
             raise PsyassistError(f"train_method must be 'sft' or 'dpo', got {self.train_method!r}")
         if self.memorization_policy not in ("block", "warn"):
             raise PsyassistError(f"memorization_policy must be 'block' or 'warn', got {self.memorization_policy!r}")
+        if not 0 < float(self.kb_max_upload_mb) <= 2048:
+            raise PsyassistError(f"kb_max_upload_mb must be above 0 and at most 2048, got {self.kb_max_upload_mb}")
         if int(self.workers) < 0:
             raise PsyassistError(f"workers must be 0 or more, got {self.workers}")
         for name in ("context_tokens", "draft_max_tokens", "chat_max_tokens", "chat_history_turns",
                      "login_max_failures", "login_window_minutes", "max_batch", "train_steps", "max_train_steps",
                      "train_max_note_tokens", "max_adapters_per_counselor", "max_running_jobs", "job_timeout_s",
-                     "job_max_attempts"):
+                     "job_max_attempts", "kb_max_documents", "kb_passages", "kb_context_tokens"):
             if int(getattr(self, name)) < 1:
                 raise PsyassistError(f"{name} must be at least 1, got {getattr(self, name)}")
 

@@ -122,6 +122,7 @@ class DraftView:
     created_at: datetime
     updated_at: datetime
     unreadable: str | None = None
+    use_library: bool = True
 
 
 def _check_text(text: str, what: str, limit: int = MAX_TEXT) -> str:
@@ -491,7 +492,8 @@ class Workspace:
     # --- drafts ----------------------------------------------------------------------------------
 
     def create_draft(self, cid: str, text: str, template: Template, session_date: date, *,
-                     generate: bool = True, note_id: str | None = None, content: dict | None = None) -> str:
+                     generate: bool = True, note_id: str | None = None, content: dict | None = None,
+                     use_library: bool = True) -> str:
         """A draft row; with generate=True it starts as 'generating' (the runner fills it), else 'ready'."""
         text = _check_text(text, "the session input")
         did = new_id()
@@ -504,7 +506,7 @@ class Workspace:
                         session_date=session_date, status="generating" if generate else "ready",
                         input_ct=key.seal(text, "drafts", did, "input"), note_id=note_id, provenance="{}",
                         content_ct=key.seal(json.dumps(body, ensure_ascii=False), "drafts", did, "content"),
-                        revision=0))
+                        revision=0, use_library=bool(use_library)))
             self._audit("draft.create", cid, did)
         return did
 
@@ -521,7 +523,7 @@ class Workspace:
         raw, e2 = self._open(key, d.content_ct, "drafts", d.id, "content")
         return DraftView(d.id, d.client_id, d.template, d.session_date, d.status, text,
                          json.loads(raw) if raw else None, json.loads(d.provenance or "{}"), d.error, d.note_id,
-                         d.revision, d.created_at, d.updated_at, e1 or e2)
+                         d.revision, d.created_at, d.updated_at, e1 or e2, bool(d.use_library))
 
     def draft(self, did: str, *, audit: bool = True) -> DraftView:
         with self.st.db.read() as s:
@@ -676,14 +678,23 @@ class Workspace:
             return self.st.vault.create(s, owner)
         return self.st.vault.key(s, owner)
 
-    def create_chat(self, client_id: str | None, *, use_notes: bool = False, title: str = "") -> str:
+    def set_draft_library(self, did: str, on: bool) -> None:
+        """The per-draft switch: library passages in this draft's next generations (or none)."""
+        with self.st.db.write() as s:
+            d = self._draft_row(s, did)
+            d.use_library = bool(on)
+            d.updated_at = utcnow()
+            self._audit("draft.library_" + ("on" if on else "off"), d.client_id, did)
+
+    def create_chat(self, client_id: str | None, *, use_notes: bool = False, title: str = "",
+                    use_library: bool = True) -> str:
         self._counselor()
         cid = new_id()
         with self.st.db.write() as s:
             if client_id:
                 self._client_row(s, client_id)
             chat = Chat(id=cid, owner_id=self.actor.id, client_id=client_id or None,
-                        use_notes=bool(use_notes and client_id), title_ct=b"")
+                        use_notes=bool(use_notes and client_id), title_ct=b"", use_library=bool(use_library))
             key = self._chat_key(s, chat, create=True)
             chat.title_ct = key.seal(_check_text(title, "the title", 200), "chats", cid, "title")
             s.add(chat)
@@ -720,7 +731,8 @@ class Workspace:
                 msgs.append({"id": m.id, "seq": m.seq, "role": m.role, "content": text, "status": m.status,
                              "crisis_level": m.crisis_level, "provenance": json.loads(m.provenance or "{}"),
                              "created_at": m.created_at, "error": err})
-            out = {"id": c.id, "client_id": c.client_id, "use_notes": c.use_notes, "title": title, "messages": msgs}
+            out = {"id": c.id, "client_id": c.client_id, "use_notes": c.use_notes, "use_library": c.use_library,
+                   "title": title, "messages": msgs}
         self._audit("chat.read", out["client_id"], chat_id)
         return out
 

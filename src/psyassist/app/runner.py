@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from psyassist.app.library import attach_citations, cite_item, parse_citations, passages_text, public_passage
 from psyassist.app.notes.draft import (
     Context,
     apply_section,
@@ -124,6 +125,22 @@ class Runner:
         notes = ws.past_notes(client_id, self.st.templates, exclude=exclude_note)
         return select_context(info, notes, self.st.cfg.context_tokens, self.st.backend.count_tokens)
 
+    async def _passages(self, ws: Workspace, query: str, use: bool) -> list[dict]:
+        """Library passages for this prompt (none when switched off, or when the library cannot answer:
+        a draft without passages beats no draft)."""
+        lib = getattr(self.st, "library", None)
+        if not use or lib is None:
+            return []
+        try:
+            return await asyncio.to_thread(lib.for_prompt, ws.actor.id, query, self.st.backend.count_tokens)
+        except Exception:  # noqa: BLE001
+            log.exception("library passages could not be retrieved; generating without them")
+            return []
+
+    @staticmethod
+    def _library_prov(use: bool, passages: list[dict]) -> dict:
+        return {"on": bool(use), "passages": [public_passage(p) for p in passages]}
+
     def _provenance(self, messages: list[dict], schema: dict | None, adapter: dict | None, **extra) -> dict:
         return {**self.st.backend.describe(), "adapter": adapter, "sampling": self.st.backend.sampling,
                 "prompt_hash": prompt_hash(messages, schema), "prompt_version": 1, **extra}
@@ -162,10 +179,13 @@ class Runner:
             t = self.st.template(d.template)
             ctx = await asyncio.to_thread(self._context, ws, d.client_id, exclude_note=d.note_id)
             ch.publish({"type": "context", **ctx.describe()})
-            messages, guidance = guided(draft_messages(t, ctx, d.input), d.input, self.st.cfg.region)
+            passages = await self._passages(ws, d.input, d.use_library)
+            messages, guidance = guided(draft_messages(t, ctx, d.input, passages_text(passages) if passages else ""),
+                                        d.input, self.st.cfg.region)
             schema = t.json_schema()
             prov = self._provenance(messages, schema, adapter_info, context=ctx.describe(), crisis_guidance=guidance,
-                                    started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)))
+                                    started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+                                    library=self._library_prov(d.use_library, passages))
             first_item = None
             finish, tokens = "stop", 0
             async for ev in self.st.backend.stream(messages, schema=schema, max_tokens=self.st.cfg.draft_max_tokens,
@@ -185,6 +205,7 @@ class Runner:
                     finish, tokens = ev[1], ev[2]
             raw = "".join(text_parts)
             content, problems = parse_draft(t, raw)
+            problems += attach_citations(content, passages)
             content = keep_hand_items(t, d.content, content)
             prov.update(finish=finish, completion_tokens=tokens, seconds=round(time.perf_counter() - t0, 2),
                         first_item_seconds=round(first_item, 2) if first_item is not None else None,
@@ -226,7 +247,8 @@ class Runner:
         where, key, _ = found
         cap = BASIC_MAX_CHARS if where == "basic" else t.section(key).max_chars
         ctx = await asyncio.to_thread(self._context, ws, d.client_id, exclude_note=d.note_id)
-        messages = item_messages(t, ctx, d.input, d.content, item_id)
+        passages = await self._passages(ws, d.input, d.use_library)
+        messages = item_messages(t, ctx, d.input, d.content, item_id, passages_text(passages) if passages else "")
         schema = item_schema(cap)
         adapter, _ = await asyncio.to_thread(self._adapter, d.client_id)
         raw = await self._complete(messages, schema, min(256, self.st.cfg.draft_max_tokens), adapter)
@@ -241,6 +263,8 @@ class Runner:
                 raise Conflict("that item was deleted meanwhile")
             item = f[2]
             item.update(text=new, origin="regenerated", model_text=new)
+            if f[0] == "section":
+                cite_item(item, {p["n"]: public_passage(p) for p in passages})
             item.setdefault("history", []).append({"provenance": prov["prompt_hash"], "at": int(time.time())})
         _, rev = await asyncio.to_thread(ws.edit_draft, did, change, revision=revision, action="draft.regenerate")
         return rev
@@ -263,7 +287,9 @@ class Runner:
         if len(kept) >= sec.max_items:
             raise Conflict(f"the section already holds the most items it can ({sec.max_items}), all written by you")
         ctx = await asyncio.to_thread(self._context, ws, d.client_id, exclude_note=d.note_id)
-        messages = section_messages(t, ctx, d.input, d.content, key, n_new)
+        passages = await self._passages(ws, d.input, d.use_library)
+        messages = section_messages(t, ctx, d.input, d.content, key, n_new,
+                                    passages_text(passages) if passages else "")
         schema = section_schema(sec.max_chars, n_new)
         adapter, _ = await asyncio.to_thread(self._adapter, d.client_id)
         raw = await self._complete(messages, schema, self.st.cfg.draft_max_tokens, adapter)
@@ -271,7 +297,12 @@ class Runner:
         texts = [str(x) for x in (value.get("items") if isinstance(value, dict) else None) or [] if str(x).strip()]
 
         def change(content):
+            before = {i["id"] for i in content["sections"][key]}
             apply_section(t, content, key, texts)
+            by_n = {p["n"]: public_passage(p) for p in passages}
+            for item in content["sections"][key]:
+                if item["id"] not in before:
+                    cite_item(item, by_n)
         _, rev = await asyncio.to_thread(ws.edit_draft, did, change, revision=revision, action="draft.regenerate")
         return rev
 
@@ -304,6 +335,10 @@ class Runner:
             while len(messages) > 2 and messages[1]["role"] != "user":
                 del messages[1]
             last_user = next((m["content"] for m in reversed(history) if m["role"] == "user"), "")
+            use_library = chat.get("use_library", True)
+            passages = await self._passages(ws, last_user, use_library)
+            if passages:
+                messages[0]["content"] += "\n\n" + passages_text(passages, unit="sentence")
             messages, guidance = guided(messages, last_user, self.st.cfg.region)
             adapter, adapter_info = (await asyncio.to_thread(self._adapter, chat["client_id"])) \
                 if chat["client_id"] else (None, None)
@@ -316,6 +351,8 @@ class Runner:
                 else:
                     finish, tokens = ev[1], ev[2]
             prov.update(finish=finish, completion_tokens=tokens, seconds=round(time.perf_counter() - t0, 2))
+            _, cited, bad = parse_citations("".join(parts), len(passages))
+            prov["library"] = {**self._library_prov(use_library, passages), "cited": cited, "not_offered": bad}
             await asyncio.to_thread(ws.finish_message, chat_id, reply_id, "".join(parts), "done", prov)
             ch.publish({"type": "done", "status": "done"})
         except asyncio.CancelledError:

@@ -39,6 +39,7 @@ class AppState:
     runner: object | None = None  # app.runner.Runner
     workers: list = field(default_factory=list)  # app.jobs.Worker threads in this process
     similar: SimilarCache = field(default_factory=SimilarCache)  # per-counselor in-memory similar-case indexes
+    library: object | None = None  # app.library.AppLibrary (the knowledge library); set by open_state
     notices: list[str] = field(default_factory=list)  # startup facts the CLI prints
 
     def template(self, name: str) -> Template:
@@ -98,6 +99,9 @@ def open_state(cfg: AppConfig, *, create: bool = True) -> AppState:
         st = AppState(cfg, db, master, where, Vault(db, master), audit, templates,
                       blobs=open_store(cfg.adapter_store_url),
                       similar=SimilarCache(dense=cfg.similar_dense, idle_hours=cfg.session_hours))
+        from psyassist.app.library import AppLibrary
+
+        st.library = AppLibrary(st)
         jobs.HANDLERS["train_adapter"] = adapters.run_training_job
         _mark_interrupted(st)
         return st

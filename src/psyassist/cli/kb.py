@@ -22,6 +22,10 @@ kb_app = typer.Typer(help="The knowledge library: ingest books and guidelines, s
 DEFAULT_INDEX = str(Path("~/.local/share/psyassist/kb.sqlite").expanduser())
 INDEX = typer.Option(DEFAULT_INDEX, "--index", "-i", envvar="PSYASSIST_KB_INDEX",
                      help="The library index: a SQLite file, or a database URL (postgresql+psycopg://…).")
+LIBRARY = typer.Option("", "--library", envvar="PSYASSIST_KB_LIBRARY",
+                       help="Which library of the index. In the app's database (--index sqlite:///DATA/app.db or "
+                            "its PostgreSQL URL), 'clinic' is the shared library every counselor's drafts, chat "
+                            "and search also use.")
 
 
 @kb_app.command("ingest")
@@ -41,6 +45,7 @@ def kb_ingest(
     overlap: int | None = typer.Option(None, "--overlap", help="Tokens shared by neighbouring chunks (default 40)."),
     max_mb: float = typer.Option(200, "--max-mb", help="Skip files larger than this many MB."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    library: str = LIBRARY,
 ) -> None:
     """Add files to the library; unchanged files are skipped, changed ones replace their old chunks.
 
@@ -50,7 +55,7 @@ def kb_ingest(
     from psyassist.ui import console, err_console
 
     rep = ingest(paths, index, embed_model=embed_model, embed_url=embed_url, tokenizer=tokenizer,
-                 chunk_tokens=chunk_tokens, overlap_tokens=overlap, max_mb=max_mb)
+                 chunk_tokens=chunk_tokens, overlap_tokens=overlap, max_mb=max_mb, library=library)
     if as_json:
         print(json.dumps(rep.as_dict(), ensure_ascii=False, indent=2))
     else:
@@ -76,6 +81,7 @@ def kb_search(
     mode: str = typer.Option("hybrid", "--mode", help="hybrid (BM25 + dense, fused by RRF), bm25 or dense."),
     tokenizer: str | None = typer.Option(None, "--tokenizer", help="For an endpoint embedder (see ingest)."),
     as_json: bool = typer.Option(False, "--json", help="Print the passages as JSON."),
+    library: str = LIBRARY,
 ) -> None:
     """Ranked passages with their source, page or section and score.
 
@@ -87,7 +93,7 @@ def kb_search(
 
     if mode not in MODES:
         raise PsyassistError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
-    searcher = open_searcher(index, mode=mode, tokenizer=tokenizer)
+    searcher = open_searcher(index, mode=mode, tokenizer=tokenizer, library=library)
     hits = searcher.search(query, k=k, mode=mode)
     if mode == "hybrid" and searcher.embedder is not None and not searcher.dense_applies(query):
         err_console.print(f"note: {searcher.embedder.name} is for {', '.join(searcher.embedder.languages)} text; "
@@ -113,6 +119,7 @@ def kb_eval(
     tokenizer: str | None = typer.Option(None, "--tokenizer", help="For an endpoint embedder (see ingest)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Also write the full results (per query) as JSON."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON line."),
+    library: str = LIBRARY,
 ) -> None:
     """Recall@5/10, success@10 and MRR@10 of each retriever on your own queries, with 95% intervals, and
     whether hybrid beats each single retriever (paired bootstrap).
@@ -129,10 +136,11 @@ def kb_eval(
     bad = [m for m in chosen if m not in MODES]
     if bad or not chosen:
         raise PsyassistError(f"--modes takes a comma list of {', '.join(MODES)}, got {modes!r}")
-    searcher = open_searcher(index, mode="bm25" if chosen == ["bm25"] else "hybrid", tokenizer=tokenizer)
+    searcher = open_searcher(index, mode="bm25" if chosen == ["bm25"] else "hybrid", tokenizer=tokenizer,
+                             library=library)
     if searcher.embedder is None and any(m != "bm25" for m in chosen):
         raise PsyassistError("the index has no vectors for dense or hybrid search; use --modes bm25")
-    qs = load_queries(queries, searcher.rows, KbStore(index).documents())
+    qs = load_queries(queries, searcher.rows, KbStore(index, library=library).documents())
     res = evaluate(searcher, qs, chosen)
     summary = {m: {k: v for k, v in res[m].items()} for m in chosen}
     if out is not None:
@@ -166,7 +174,8 @@ def where(h: dict) -> str:
 
 
 @kb_app.command("list")
-def kb_list(index: str = INDEX, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def kb_list(index: str = INDEX, as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+            library: str = LIBRARY) -> None:
     """The documents in the library: title, author, chunks, format, path.
 
     psyassist kb list --index library.sqlite
@@ -177,7 +186,7 @@ def kb_list(index: str = INDEX, as_json: bool = typer.Option(False, "--json", he
     if "://" not in index and not Path(index).is_file():
         raise PsyassistError(f"no library index at {index}; build one with `psyassist kb ingest FILES --index "
                              f"{index}`")
-    store = KbStore(index)
+    store = KbStore(index, library=library)
     docs = store.documents()
     if as_json:
         print(json.dumps({"documents": docs, "meta": store.meta()}, ensure_ascii=False, indent=2))
@@ -194,6 +203,7 @@ def kb_remove(
     targets: list[str] = typer.Argument(..., help="Paths (as ingested), document ids from `kb list`, or sha256 "
                                                   "prefixes (at least 8 characters)."),
     index: str = INDEX,
+    library: str = LIBRARY,
 ) -> None:
     """Remove documents and their chunks from the library.
 
@@ -204,7 +214,7 @@ def kb_remove(
 
     if "://" not in index and not Path(index).is_file():
         raise PsyassistError(f"no library index at {index}")
-    store = KbStore(index)
+    store = KbStore(index, library=library)
     docs = store.documents()
     missing = []
     for t in targets:

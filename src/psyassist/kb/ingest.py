@@ -80,18 +80,65 @@ def open_embedder(settings: dict[str, str], tokenizer: str | None = None):
     return load_embedder(settings["embed_model"], url=settings["embed_url"] or None, tokenizer=tokenizer)
 
 
+class Ingestor:
+    """Puts files into one library: the settings (embedder, chunk sizes) checked once, the embedder loaded at
+    the first file that needs it.  `file()` is one file; `ingest()` below and the app's upload use it."""
+
+    def __init__(self, store: KbStore, *, embed_model: str | None = None, embed_url: str | None = None,
+                 tokenizer: str | None = None, chunk_tokens: int | None = None, overlap_tokens: int | None = None,
+                 max_mb: float = DEFAULT_MAX_MB, embedder=None):
+        self.store, self.tokenizer, self.max_mb, self.embedder = store, tokenizer, max_mb, embedder
+        self.settings = index_settings(store, embed_model, embed_url)
+        self.size = int(chunk_tokens or self.settings["chunk_tokens"])
+        self.overlap = int(overlap_tokens if overlap_tokens is not None else self.settings["overlap_tokens"])
+        if not 0 <= self.overlap < self.size:
+            raise PsyassistError(f"--overlap ({self.overlap}) must be at least 0 and below --chunk-tokens "
+                                 f"({self.size})")
+        self._saved = False
+
+    def file(self, item: Path, identity: str, title: str | None = None) -> tuple[str, int]:
+        """('added' | 'replaced' | 'unchanged', chunks) for the file `item` stored as `identity`; a bad file
+        raises KbFileError (or PsyassistError / OSError) and changes nothing."""
+        n_bytes = item.stat().st_size
+        if n_bytes > self.max_mb * 1e6:
+            raise KbFileError(identity, f"file is {n_bytes / 1e6:,.0f} MB, over the {self.max_mb:g} MB limit")
+        sha = sha256_file(item)
+        store = self.store
+        old = store.find(path=identity)
+        if old is not None and old["sha256"] == sha:
+            return "unchanged", old["n_chunks"]
+        twin = store.find(sha256=sha)
+        if twin is not None and twin["path"] != identity:
+            if old is not None:  # its previous version would otherwise stay searchable
+                store.remove(old["id"])
+            raise KbFileError(identity, f"same content as {twin['path']}, already in the index"
+                                        + (" (its previous version was removed)" if old is not None else ""))
+        doc = parse_file(item)
+        if self.embedder is None:  # loaded only when a file needs it: an all-unchanged batch stays instant
+            self.embedder = open_embedder(self.settings, self.tokenizer)
+        if not self._saved:  # before the first document: its vectors and the recorded model agree
+            self.settings = {**self.settings, "chunk_tokens": str(self.size), "overlap_tokens": str(self.overlap),
+                             "embed_name": self.embedder.name, "embed_dim": str(self.embedder.dim)}
+            store.set_meta(self.settings)
+            self._saved = True
+        chunks = chunk_blocks(doc.blocks, self.embedder.count_tokens, size=self.size, overlap=self.overlap)
+        texts = [with_context(c.section, c.text) for c in chunks]
+        vectors = self.embedder.encode(texts)
+        new = [NewChunk(c.text, c.section, c.page, c.page_end, c.n_tokens, tokenize(t), v)
+               for c, t, v in zip(chunks, texts, vectors, strict=True)]
+        store.put_document(path=identity, sha256=sha, format=doc.format, title=title or doc.title, author=doc.author,
+                           size_bytes=n_bytes, chunks=new)
+        return ("replaced" if old is not None else "added"), len(new)
+
+
 def ingest(paths: Iterable[str | Path], index: str | Path, *, embed_model: str | None = None,
            embed_url: str | None = None, tokenizer: str | None = None, chunk_tokens: int | None = None,
-           overlap_tokens: int | None = None, max_mb: float = DEFAULT_MAX_MB, embedder=None) -> IngestReport:
+           overlap_tokens: int | None = None, max_mb: float = DEFAULT_MAX_MB, embedder=None,
+           library: str = "") -> IngestReport:
     """Ingest files and directories into `index` (a SQLite path or a database URL)."""
-    store = KbStore(index)
-    settings = index_settings(store, embed_model, embed_url)
-    size = int(chunk_tokens or settings["chunk_tokens"])
-    overlap = int(overlap_tokens if overlap_tokens is not None else settings["overlap_tokens"])
-    if not 0 <= overlap < size:
-        raise PsyassistError(f"--overlap ({overlap}) must be at least 0 and below --chunk-tokens ({size})")
+    ing = Ingestor(KbStore(index, library=library), embed_model=embed_model, embed_url=embed_url, tokenizer=tokenizer,
+                   chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens, max_mb=max_mb, embedder=embedder)
     report = IngestReport()
-    settings_saved = False
     files = expand(paths)
     for item in track(files, "ingesting", total=len(files)):
         if isinstance(item, tuple):
@@ -99,38 +146,9 @@ def ingest(paths: Iterable[str | Path], index: str | Path, *, embed_model: str |
             continue
         path = str(item.resolve())
         try:
-            n_bytes = item.stat().st_size
-            if n_bytes > max_mb * 1e6:
-                raise KbFileError(path, f"file is {n_bytes / 1e6:,.0f} MB, over the {max_mb:g} MB limit "
-                                        "(--max-mb)")
-            sha = sha256_file(item)
-            old = store.find(path=path)
-            if old is not None and old["sha256"] == sha:
-                report.unchanged.append(path)
-                continue
-            twin = store.find(sha256=sha)
-            if twin is not None and twin["path"] != path:
-                if old is not None:  # its previous version would otherwise stay searchable
-                    store.remove(old["id"])
-                raise KbFileError(path, f"same content as {twin['path']}, already in the index"
-                                        + (" (its previous version was removed)" if old is not None else ""))
-            doc = parse_file(item)
-            if embedder is None:  # loaded only when a file needs it: an all-unchanged batch stays instant
-                embedder = open_embedder(settings, tokenizer)
-            if not settings_saved:  # before the first document: its vectors and the recorded model agree
-                settings = {**settings, "chunk_tokens": str(size), "overlap_tokens": str(overlap),
-                            "embed_name": embedder.name, "embed_dim": str(embedder.dim)}
-                store.set_meta(settings)
-                settings_saved = True
-            chunks = chunk_blocks(doc.blocks, embedder.count_tokens, size=size, overlap=overlap)
-            texts = [with_context(c.section, c.text) for c in chunks]
-            vectors = embedder.encode(texts)
-            new = [NewChunk(c.text, c.section, c.page, c.page_end, c.n_tokens, tokenize(t), v)
-                   for c, t, v in zip(chunks, texts, vectors, strict=True)]
-            store.put_document(path=path, sha256=sha, format=doc.format, title=doc.title, author=doc.author,
-                               size_bytes=n_bytes, chunks=new)
+            outcome, n = ing.file(item, path)
         except KbFileError as e:
-            report.skipped.append((path, e.reason))
+            report.skipped.append((path, e.reason + (" (--max-mb)" if "MB limit" in e.reason else "")))
             continue
         except PsyassistError as e:  # undecodable text, a missing optional package: this file only
             report.skipped.append((path, str(e)))
@@ -138,7 +156,10 @@ def ingest(paths: Iterable[str | Path], index: str | Path, *, embed_model: str |
         except OSError as e:
             report.skipped.append((path, f"cannot be read ({e.strerror or e})"))
             continue
-        (report.replaced if old is not None else report.added).append((path, len(new)))
+        if outcome == "unchanged":
+            report.unchanged.append(path)
+        else:
+            (report.replaced if outcome == "replaced" else report.added).append((path, n))
     return report
 
 
@@ -147,12 +168,13 @@ def with_context(section: str, text: str) -> str:
     return f"{section}\n{text}" if section else text
 
 
-def open_searcher(index: str | Path, *, mode: str = "hybrid", tokenizer: str | None = None, embedder=None):
+def open_searcher(index: str | Path, *, mode: str = "hybrid", tokenizer: str | None = None, embedder=None,
+                  library: str = ""):
     """A Searcher over an existing index; the embedder (as recorded at ingest) only for dense/hybrid."""
     if "://" not in str(index) and not Path(index).expanduser().is_file():
         raise PsyassistError(f"no library index at {index}; build one with `psyassist kb ingest FILES --index "
                              f"{index}`")
-    store = KbStore(index)
+    store = KbStore(index, library=library)
     if mode != "bm25" and embedder is None and store.count_chunks():
         embedder = open_embedder(index_settings(store, None, None), tokenizer)
     return Searcher(store.load(), embedder)

@@ -122,8 +122,10 @@ class Searcher:
             fused = b or d
         b_rank = {i: r for r, (i, _) in enumerate(b, 1)}
         d_rank = {i: r for r, (i, _) in enumerate(d, 1)}
+        d_score = dict(d)  # cosine similarity: the one score with a meaning across queries (prompt cut-offs use it)
         return [{**self.rows[i], "rank": r, "score": round(float(s), 6), "bm25_rank": b_rank.get(i),
-                 "dense_rank": d_rank.get(i)} for r, (i, s) in enumerate(fused[:k], 1)]
+                 "dense_rank": d_rank.get(i), "dense_score": None if i not in d_score else round(d_score[i], 4)}
+                for r, (i, s) in enumerate(fused[:k], 1)]
 
 
 def _top(scores: np.ndarray, n: int, positive: bool = False) -> list[tuple[int, float]]:

@@ -215,8 +215,14 @@ def _format_spec(t: Template) -> str:
     return "\n".join(lines)
 
 
-def draft_messages(t: Template, context: Context, counselor_input: str) -> list[dict]:
-    user = (f"{context.text}\n\n## This session: the counselor's notes\n{counselor_input.strip()}\n\n"
+def _with_library(library: str) -> str:
+    """The library passages block (app.library.passages_text), placed between the record and this session."""
+    return f"{library.strip()}\n\n" if library.strip() else ""
+
+
+def draft_messages(t: Template, context: Context, counselor_input: str, library: str = "") -> list[dict]:
+    user = (f"{context.text}\n\n{_with_library(library)}"
+            f"## This session: the counselor's notes\n{counselor_input.strip()}\n\n"
             f"Write the draft of this session's note as one JSON object with these keys:\n{_format_spec(t)}")
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
@@ -236,7 +242,8 @@ def _draft_text(t: Template, content: dict, mark: str | None = None) -> str:
     return "\n".join(out)
 
 
-def item_messages(t: Template, context: Context, counselor_input: str, content: dict, item_id: str) -> list[dict]:
+def item_messages(t: Template, context: Context, counselor_input: str, content: dict, item_id: str,
+                  library: str = "") -> list[dict]:
     where, key, item = find_item(content, item_id)
     if where == "basic":
         label = next(en for k, en, _, _ in BASIC_INFO if k == key)
@@ -244,7 +251,8 @@ def item_messages(t: Template, context: Context, counselor_input: str, content: 
     else:
         what = f'one item of the "{t.section(key).title("en")}" section'
     comments = "\n".join(f"- {c['text']}" for c in item["comments"]) or "- (none)"
-    user = (f"{context.text}\n\n## This session: the counselor's notes\n{counselor_input.strip()}\n\n"
+    user = (f"{context.text}\n\n{_with_library(library)}"
+            f"## This session: the counselor's notes\n{counselor_input.strip()}\n\n"
             f"## The current draft\n{_draft_text(t, content, item_id)}\n\n"
             f"Rewrite {what}. The current text is: {item['text'] or '(empty)'}\n"
             f"The counselor's comments on it:\n{comments}\n"
@@ -258,12 +266,13 @@ def item_schema(max_chars: int) -> dict:
 
 
 def section_messages(t: Template, context: Context, counselor_input: str, content: dict, key: str,
-                     n_new: int) -> list[dict]:
+                     n_new: int, library: str = "") -> list[dict]:
     s = t.section(key)
     kept = [i["text"] for i in live_items(content, key) if i["origin"] in HAND]
     keep = "\n".join(f"- {x}" for x in kept) or "- (none)"
     comments = "\n".join(f"- {c['text']}" for c in content.get("section_comments", {}).get(key, [])) or "- (none)"
-    user = (f"{context.text}\n\n## This session: the counselor's notes\n{counselor_input.strip()}\n\n"
+    user = (f"{context.text}\n\n{_with_library(library)}"
+            f"## This session: the counselor's notes\n{counselor_input.strip()}\n\n"
             f"## The current draft\n{_draft_text(t, content)}\n\n"
             f'Rewrite the "{s.title("en")}" section ({s.guide}). The counselor wrote these items and keeps them; '
             f"do not repeat them:\n{keep}\nThe counselor's comments on the section:\n{comments}\n"

@@ -33,7 +33,7 @@ from psyassist.app.store.crypto import MasterKey, MasterKeyError
 from psyassist.app.store.models import Meta
 from psyassist.errors import PsyassistError
 
-HEAD = "0003"
+HEAD = "0004"
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

@@ -187,6 +187,7 @@ class Draft(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)  # for the counselor; no client text
     note_id: Mapped[str | None] = mapped_column(ID, nullable=True)
     revision: Mapped[int] = mapped_column(Integer, default=0)  # bumps on every edit (lost-update check)
+    use_library: Mapped[bool] = mapped_column(Boolean, default=True)  # passages from the library in its prompts
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
@@ -199,6 +200,7 @@ class Chat(Base):
                                                   index=True)
     title_ct: Mapped[bytes] = mapped_column(LargeBinary)
     use_notes: Mapped[bool] = mapped_column(Boolean, default=False)
+    use_library: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 

@@ -13,8 +13,10 @@ schema), 429 (login rate limit).  The OpenAPI schema is /api/openapi.json.
 from __future__ import annotations
 
 from datetime import date
+from typing import Annotated
 
 from fastapi import FastAPI, Query, Request
+from fastapi import Path as FPath
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -60,6 +62,11 @@ class DraftBody(_Body):
     template: str = Field("seed004", max_length=64)
     session_date: date | None = None
     generate: bool = True
+    use_library: bool = True  # offer library passages to the model (cited items carry `citations`)
+
+
+class LibrarySwitch(_Body):
+    use_library: bool
 
 
 class ItemPatch(_Body):
@@ -101,10 +108,11 @@ def _note(n) -> dict:
 def _draft(d) -> dict:
     return {"id": d.id, "client_id": d.client_id, "template": d.template, "session_date": d.session_date,
             "status": d.status, "input": d.input, "content": d.content, "provenance": d.provenance,
-            "error": d.error, "note_id": d.note_id, "revision": d.revision, "unreadable": d.unreadable}
+            "error": d.error, "note_id": d.note_id, "revision": d.revision, "unreadable": d.unreadable,
+            "use_library": d.use_library}
 
 
-def add_api(app: FastAPI, st, *, workspace, screen, set_session_cookie) -> None:
+def add_api(app: FastAPI, st, *, workspace, screen, set_session_cookie, library_upload, library_enabled) -> None:
     cfg = st.cfg
     run = run_in_threadpool  # anyio's pool (40 threads), shared with the plain `def` routes
 
@@ -230,7 +238,7 @@ def add_api(app: FastAPI, st, *, workspace, screen, set_session_cookie) -> None:
             raise Invalid("generate=true needs an input to draft from")
         generate = body.generate and st.runner is not None
         did = await run(ws.create_draft, cid, body.input, st.templates[body.template],
-                        body.session_date or date.today(), generate=generate)
+                        body.session_date or date.today(), generate=generate, use_library=body.use_library)
         await run(screen, body.input, cid, "note", f"draft:{did}")
         if generate:
             st.runner.start_draft(ws, did)
@@ -273,6 +281,49 @@ def add_api(app: FastAPI, st, *, workspace, screen, set_session_cookie) -> None:
                     screen(text, d.client_id, "note", f"text:item:{iid}")
             return d
         return _draft(await run(apply))
+
+    @app.put("/api/v1/drafts/{did}/library", tags=["drafts"])
+    async def api_draft_library(did: str, body: LibrarySwitch, request: Request):
+        """Library passages in this draft's next generations, or none."""
+        ws, _ = workspace(request)
+        await run(ws.set_draft_library, did, body.use_library)
+        return _draft(await run(ws.draft, did, audit=False))
+
+    # --- the library -------------------------------------------------------------------------------
+
+    @app.get("/api/v1/library/documents", tags=["library"])
+    def api_library_documents(request: Request):
+        """The counselor's own documents and the clinic's shared ones, with the upload limits."""
+        _, c = workspace(request)
+        library_enabled(c)
+        return st.library.documents(c.actor.id)
+
+    @app.post("/api/v1/library/documents", tags=["library"])
+    async def api_library_upload(request: Request):
+        """multipart/form-data with one or more `files`: the report lists added, replaced, unchanged and
+        skipped files (each skipped one with its reason); the batch goes on past a bad file."""
+        _, c = workspace(request)
+        return await library_upload(request, c)
+
+    @app.delete("/api/v1/library/documents/{doc_id}", status_code=204, tags=["library"])
+    async def api_library_remove(doc_id: Annotated[int, FPath(ge=1, le=2**31 - 1)], request: Request):
+        _, c = workspace(request)
+        library_enabled(c)
+        await run(st.library.remove, c.actor.id, doc_id)
+
+    @app.get("/api/v1/library/search", tags=["library"])
+    def api_library_search(request: Request, q: str = Query(..., min_length=1, max_length=2000),
+                           k: int = Query(10, ge=1, le=50), mode: str = Query("hybrid", pattern="^(hybrid|bm25|dense)$")):
+        """Ranked passages with title, page / section, score and each retriever's rank."""
+        _, c = workspace(request)
+        library_enabled(c)
+        return st.library.search(c.actor.id, q, k=k, mode=mode)
+
+    @app.get("/api/v1/library/passages/{chunk_id}", tags=["library"])
+    def api_library_passage(chunk_id: Annotated[int, FPath(ge=1, le=2**31 - 1)], request: Request):
+        _, c = workspace(request)
+        library_enabled(c)
+        return st.library.passage(c.actor.id, chunk_id)
 
     @app.post("/api/v1/drafts/{did}/save", tags=["drafts"])
     async def api_draft_save(did: str, body: SaveBody, request: Request):

@@ -138,6 +138,50 @@ EN = {
     "similar_mode_dense_language": "Ranked by words (BM25): the English embedding model is not used for Chinese text",
     "similar_mode_dense_pending": "Ranked by words (BM25) for now: your notes are still being embedded for "
                                   "meaning (MiniLM); ask again in a minute",
+    # --- the library (issue 12) ---
+    "nav_library": "Library", "library_title": "Your library",
+    "library_intro": "Your books, guidelines and handouts. Drafts and chat are offered the passages that match, "
+                     "and every item that uses one cites it.",
+    "library_privacy": "Library documents are stored as searchable text, not encrypted per client: add reference "
+                       "material here, never client records.",
+    "library_upload": "Add documents", "library_upload_button": "Add to library",
+    "library_upload_help": "PDF, EPUB, DOCX, HTML, Markdown or text, Chinese or English; up to {mb} MB per upload. "
+                           "A file with the same name replaces its older version; an unchanged file is skipped. "
+                           "Scanned PDFs need OCR first (e.g. ocrmypdf). A book takes about a minute.",
+    "library_working": "Reading and indexing…",
+    "library_report": "Upload report", "library_added": "Added", "library_replaced": "Replaced",
+    "library_unchanged": "Unchanged (already in the library)", "library_skipped": "Skipped",
+    "library_chunks": "{n} passages",
+    "library_search": "Search the library", "library_search_placeholder": "e.g. panic attack breathing, 考试焦虑",
+    "library_no_results": "No passage matches this search.", "library_empty": "Your library is empty. Add the "
+                          "first documents above.",
+    "library_documents": "Your documents ({n} of at most {max})", "library_shared": "Clinic library (read-only)",
+    "library_shared_help": "Shared by your clinic; an administrator manages it with psyassist kb ingest --library {name}.",
+    "library_col_title": "Title", "library_col_author": "Author", "library_col_format": "Format",
+    "library_col_passages": "Passages", "library_col_added": "Added", "library_remove": "Remove",
+    "library_remove_confirm": "Remove this document and its passages from your library?",
+    "library_removed": "The document was removed from your library.",
+    "library_dense_off": "Meaning-based search is off ({why}); keyword search (BM25) still works.",
+    "library_mode_hybrid": "Ranked by words (BM25) and meaning (MiniLM), fused.",
+    "library_mode_bm25": "Ranked by words (BM25).",
+    "library_mode_zh": "Ranked by words (BM25): the English embedding model is not used for Chinese queries.",
+    "library_score": "score", "library_open": "Open passage", "library_shared_badge": "clinic",
+    "passage_title": "Passage", "passage_previous": "Previous passage", "passage_next": "Next passage",
+    "passage_document": "Document", "passage_gone": "This passage is no longer in "
+                     "your library (its document was removed or replaced).",
+    "draft_library": "Library", "draft_library_on": "Use my library for this draft",
+    "draft_library_apply": "Save", "draft_library_help": "Applies to the next generation (Redo draft, or ↻ on a "
+                                                        "section or an item).",
+    "draft_library_offered": "Passages offered to the model ({n})",
+    "draft_library_none": "No passage of your library matched this session's input.",
+    "draft_library_off": "The library was off for this draft.",
+    "draft_library_empty": "Your library is empty: add documents on the Library page.",
+    "draft_library_not_run": "Not used yet: the library is consulted when the model writes the draft.",
+    "cited": "Source", "new_draft_library": "Use my library (passages the model may cite)",
+    "chat_library": "Use my library", "chat_sources": "Sources",
+    "chat_offered": "{n} library passage(s) were offered to the model; it cited {m}.",
+    "notice_library_removed": "The document was removed from your library.",
+    "notice_library_saved": "Saved: the library setting applies to the next generation.",
 }
 
 ZH = {
@@ -238,6 +282,44 @@ ZH = {
     "similar_mode_dense_missing": "仅按用词（BM25）排序：未安装 sentence-transformers（pip install 'psyassist[kb]'）",
     "similar_mode_dense_language": "按用词（BM25）排序：英文向量模型不用于中文文字",
     "similar_mode_dense_pending": "暂按用词（BM25）排序：笔记的语义向量（MiniLM）仍在计算中，请稍后再试",
+    # --- 资料库（issue 12） ---
+    "nav_library": "资料库", "library_title": "我的资料库",
+    "library_intro": "你的书籍、指南和讲义。写草稿和对话时，模型会看到与之相关的段落，用到段落的条目会注明出处。",
+    "library_privacy": "资料库中的文档以可检索的文本保存，不按来访者加密：请只放参考资料，不要放来访者记录。",
+    "library_upload": "添加文档", "library_upload_button": "加入资料库",
+    "library_upload_help": "PDF、EPUB、DOCX、HTML、Markdown 或纯文本，中英文皆可；每次上传不超过 {mb} MB。同名文件会替换旧版本，"
+                           "未改动的文件会跳过。扫描版 PDF 需先做文字识别（如 ocrmypdf）。一本书约需一分钟。",
+    "library_working": "正在读取并建立索引……",
+    "library_report": "上传结果", "library_added": "已添加", "library_replaced": "已替换",
+    "library_unchanged": "未改动（已在资料库中）", "library_skipped": "已跳过",
+    "library_chunks": "{n} 个段落",
+    "library_search": "检索资料库", "library_search_placeholder": "例如：惊恐发作 呼吸、exam anxiety",
+    "library_no_results": "没有与此检索匹配的段落。", "library_empty": "资料库还是空的，请在上方添加第一批文档。",
+    "library_documents": "我的文档（{n} 篇，最多 {max} 篇）", "library_shared": "机构资料库（只读）",
+    "library_shared_help": "由你所在机构共享；管理员用 psyassist kb ingest --library {name} 维护。",
+    "library_col_title": "标题", "library_col_author": "作者", "library_col_format": "格式",
+    "library_col_passages": "段落", "library_col_added": "添加时间", "library_remove": "移除",
+    "library_remove_confirm": "从资料库中移除这篇文档及其所有段落？",
+    "library_removed": "文档已从资料库中移除。",
+    "library_dense_off": "语义检索未开启（{why}）；关键词检索（BM25）仍可用。",
+    "library_mode_hybrid": "按用词（BM25）和语义（MiniLM）融合排序。",
+    "library_mode_bm25": "按用词（BM25）排序。",
+    "library_mode_zh": "按用词（BM25）排序：英文向量模型不用于中文检索。",
+    "library_score": "得分", "library_open": "查看段落", "library_shared_badge": "机构",
+    "passage_title": "段落", "passage_previous": "上一段", "passage_next": "下一段",
+    "passage_document": "文档", "passage_gone": "这个段落已不在资料库中（其文档已被移除或替换）。",
+    "draft_library": "资料库", "draft_library_on": "本草稿使用我的资料库", "draft_library_apply": "保存",
+    "draft_library_help": "在下一次生成时生效（重新生成草稿，或某一部分、某一条目的 ↻）。",
+    "draft_library_offered": "提供给模型的段落（{n}）",
+    "draft_library_none": "资料库中没有与本次记录匹配的段落。",
+    "draft_library_off": "本草稿未使用资料库。",
+    "draft_library_empty": "资料库是空的：请在“资料库”页面添加文档。",
+    "draft_library_not_run": "尚未使用：模型撰写草稿时才会检索资料库。",
+    "cited": "出处", "new_draft_library": "使用我的资料库（模型可引用其中段落）",
+    "chat_library": "使用我的资料库", "chat_sources": "出处",
+    "chat_offered": "向模型提供了 {n} 个资料库段落；它引用了 {m} 个。",
+    "notice_library_removed": "文档已从资料库中移除。",
+    "notice_library_saved": "已保存：资料库设置在下一次生成时生效。",
 }
 
 TABLES = {"en": EN, "zh": ZH}

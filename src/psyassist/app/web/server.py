@@ -22,9 +22,11 @@ import json
 import secrets
 from datetime import date
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Request
+from fastapi import Path as FPath
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -33,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from psyassist.app import accounts
 from psyassist.app.accounts import Actor, AuthError, RateLimited
+from psyassist.app.library import where as passage_where
 from psyassist.app.notes.draft import find_item, live_items, new_item
 from psyassist.app.notes.templates import BASIC_INFO, BASIC_KEYS, basic_label
 from psyassist.app.records import Conflict, Invalid, NotFound, Workspace
@@ -131,6 +134,15 @@ def create_app(st: AppState) -> FastAPI:
     async def csrf_guard(request: Request) -> None:
         if request.method not in UNSAFE:
             return
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            # Refused before a byte of the body is read (Starlette would spool all of it to disk first).
+            size = request.headers.get("content-length")
+            if size is None:
+                raise ApiError(411, "an upload must say its size (Content-Length)")
+            limit = cfg.kb_max_upload_mb * 1e6
+            if int(size) > limit + 1_000_000:  # the form's own fields and boundaries ride on top
+                raise ApiError(413, f"the upload is {int(size) / 1e6:,.0f} MB; the limit is {cfg.kb_max_upload_mb:g} MB "
+                                    "per upload (kb_max_upload_mb): add the files a few at a time")
         path = request.url.path
         if path in ("/login", "/language", "/api/v1/login"):
             expected = request.cookies.get(LOGIN_COOKIE) if path != "/api/v1/login" else None
@@ -174,6 +186,7 @@ def create_app(st: AppState) -> FastAPI:
         base = {"request": request, "actor": c.actor, "csrf": c.csrf, "locale": c.locale, "t": t,
                 "notice": t(f"notice_{notice_key}") if notice_key and t.has(f"notice_{notice_key}") else None,
                 "basic_fields": [(k, basic_label(k, c.locale)) for k in BASIC_KEYS], "region": cfg.region,
+                "library_on": cfg.library and st.library is not None, "where": passage_where,
                 "alerts": kw.pop("alerts", [])}
         return templates.TemplateResponse(request, name, {**base, **kw}, status_code=status)
 
@@ -648,7 +661,8 @@ def create_app(st: AppState) -> FastAPI:
         if mode == "analysis" and not text.strip():
             raise Invalid(translator(c.locale)("input_needed"))
         generate = mode == "analysis" and st.runner is not None
-        did = await run_in_threadpool(ws.create_draft, cid, text, tpl, when, generate=generate)
+        use_library = form.get("use_library") == "1" if form.get("library_field") else True
+        did = await run_in_threadpool(ws.create_draft, cid, text, tpl, when, generate=generate, use_library=use_library)
         await run_in_threadpool(screen, text, cid, "note", f"draft:{did}")
         if generate:
             st.runner.start_draft(ws, did)
@@ -668,12 +682,25 @@ def create_app(st: AppState) -> FastAPI:
         labels = {"sections": [{"key": s.key, "title": s.title(c.locale), "kind": s.kind} for s in tpl.sections],
                   "basic": [[k, basic_label(k, c.locale)] for k in BASIC_KEYS], "basic_title": t("basic_info_updates"),
                   "items": t("stream_items"), "context": t("stream_context")}
+        library = library_view(ws, d, content)
         return {"draft": d, "tpl": tpl, "client": ws.client(d.client_id), "context": context, "budget": cfg.context_tokens,
+                "library": library, "passage_text": lambda cid: (library["current"].get(cid) or {}).get("text"),
                 "live": lambda key: live_items(content, key),
                 "basic_item": lambda key: (lambda it: it if it and not it.get("deleted") else None)(
                     content.get("basic_info", {}).get(key)),
                 "section_comments": lambda key: content.get("section_comments", {}).get(key, []),
                 "stream_labels": labels, **kw}
+
+    def library_view(ws: Workspace, d, content: dict) -> dict:
+        """What the draft page shows of the library: offered passages and the current text of every cited one."""
+        prov = (d.provenance or {}).get("library")
+        offered = (prov or {}).get("passages", [])
+        ids = {p["chunk_id"] for p in offered}
+        for items in content.get("sections", {}).values():
+            ids |= {c["chunk_id"] for it in items for c in it.get("citations") or []}
+        current = st.library.passages(ws.actor.id, sorted(ids)) if st.library is not None and ids else {}
+        empty = st.library is None or not st.library.signature_any(ws.actor.id)
+        return {"ran": prov is not None, "on": d.use_library, "offered": offered, "current": current, "empty": empty}
 
     @app.get("/drafts/{did}", response_class=HTMLResponse)
     def draft_view(did: str, request: Request):
@@ -848,6 +875,13 @@ def create_app(st: AppState) -> FastAPI:
     async def section_regenerate(did: str, key: str, request: Request):
         return await regenerate(request, did, lambda ws, rev: st.runner.regenerate_section(ws, did, key, rev))
 
+    @app.post("/drafts/{did}/library")
+    async def draft_library(did: str, request: Request):
+        ws, c = workspace(request)
+        form = await request.form()
+        await run_in_threadpool(ws.set_draft_library, did, form.get("use_library") == "1")
+        return back(f"/drafts/{did}", "library_saved")
+
     @app.post("/drafts/{did}/redo")
     async def draft_redo(did: str, request: Request):
         ws, c = workspace(request)
@@ -880,7 +914,9 @@ def create_app(st: AppState) -> FastAPI:
         ws, c = workspace(request)
         form = await request.form()
         chat_id = await run_in_threadpool(ws.create_chat, str(form.get("client_id", "")) or None,
-                                          use_notes=form.get("use_notes") == "1")
+                                          use_notes=form.get("use_notes") == "1",
+                                          use_library=form.get("use_library") == "1" if form.get("library_field")
+                                          else True)
         return back(f"/chats/{chat_id}")
 
     def chat_subject(chat: dict) -> str:
@@ -891,7 +927,10 @@ def create_app(st: AppState) -> FastAPI:
         ws, c = workspace(request)
         chat = ws.chat(chat_id)
         client = ws.client(chat["client_id"]) if chat["client_id"] else None
-        return page(request, "chat.html", c, nav="chat", chat=chat, client=client,
+        ids = sorted({p["chunk_id"] for m in chat["messages"] for p in (m["provenance"].get("library") or {})
+                      .get("passages", [])})
+        current = st.library.passages(ws.actor.id, ids) if st.library is not None and ids else {}
+        return page(request, "chat.html", c, nav="chat", chat=chat, client=client, passages=current,
                     alerts=alerts_for(ws, {chat_subject(chat)}))
 
     @app.post("/chats/{chat_id}/messages")
@@ -938,6 +977,72 @@ def create_app(st: AppState) -> FastAPI:
 
         return StreamingResponse(gen(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
+    # --- the library ---------------------------------------------------------------------------------
+
+    def library_enabled(c: Ctx) -> None:
+        if not cfg.library or st.library is None:
+            raise NotFound("the library is turned off in this app's settings (library: false)")
+        if c.actor.is_admin:
+            raise NotFound("administrator accounts have no library; sign in as a counselor")
+
+    @app.get("/library", response_class=HTMLResponse)
+    def library_page(request: Request, q: str = "", report: str = ""):
+        ws, c = workspace(request)
+        library_enabled(c)
+        docs = st.library.documents(c.actor.id)
+        found = st.library.search(c.actor.id, q, k=10) if q.strip() else None
+        return page(request, "library.html", c, nav="library", docs=docs, q=q, found=found,
+                    report=st.library.take_report(c.actor.id, report) if report else None,
+                    embedder_error=st.library.embedder_error, shared_name=cfg.kb_shared_library)
+
+    async def uploaded_files(request: Request) -> list[tuple[str, Path]]:
+        """The form's files, each copied to a private temp file (the caller's library.upload moves it)."""
+        import shutil
+        import tempfile
+
+        form = await request.form()
+        files = [f for f in form.getlist("files") if hasattr(f, "filename") and f.filename]
+        if not files:
+            raise Invalid("choose at least one file to upload")
+        out = []
+        tmp_dir = cfg.data_dir / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-")
+            with open(fd, "wb") as dst:
+                await run_in_threadpool(shutil.copyfileobj, f.file, dst, 1 << 20)
+            out.append((f.filename, Path(name)))
+        return out
+
+    async def library_upload(request: Request, c: Ctx) -> dict:
+        library_enabled(c)
+        files = await uploaded_files(request)
+        try:
+            return await run_in_threadpool(st.library.upload, c.actor.id, files)
+        finally:
+            for _, tmp in files:  # moved away when ingested; anything left (a refused file) goes here
+                tmp.unlink(missing_ok=True)
+
+    @app.post("/library/upload")
+    async def library_upload_page(request: Request):
+        ws, c = workspace(request)
+        report = await library_upload(request, c)
+        return back(f"/library?report={st.library.keep_report(c.actor.id, report)}")
+
+    @app.post("/library/documents/{doc_id}/delete")
+    async def library_remove(doc_id: Annotated[int, FPath(ge=1, le=2**31 - 1)], request: Request):
+        ws, c = workspace(request)
+        library_enabled(c)
+        await run_in_threadpool(st.library.remove, c.actor.id, doc_id)
+        return back("/library", "library_removed")
+
+    @app.get("/library/passages/{chunk_id}", response_class=HTMLResponse)
+    def library_passage(chunk_id: Annotated[int, FPath(ge=1, le=2**31 - 1)], request: Request):
+        ws, c = workspace(request)
+        library_enabled(c)
+        return page(request, "passage.html", c, nav="library", p=st.library.passage(c.actor.id, chunk_id),
+                    back_to=_referer_path(request))
+
     # --- alerts --------------------------------------------------------------------------------------
 
     @app.post("/alerts/{event_id}/ack")
@@ -954,7 +1059,8 @@ def create_app(st: AppState) -> FastAPI:
     # --- JSON API ------------------------------------------------------------------------------------
     from psyassist.app.web.api import add_api
 
-    add_api(app, st, workspace=workspace, screen=screen, set_session_cookie=set_session_cookie)
+    add_api(app, st, workspace=workspace, screen=screen, set_session_cookie=set_session_cookie,
+            library_upload=library_upload, library_enabled=library_enabled)
 
     @app.get("/health")
     def health() -> dict:
@@ -966,6 +1072,16 @@ def create_app(st: AppState) -> FastAPI:
 def _safe_next(path: str) -> str:
     """Only same-site paths: an open redirect after login would be a phishing aid."""
     return path if path.startswith("/") and not path.startswith("//") and "\\" not in path else "/"
+
+
+def _referer_path(request: Request, default: str = "/library") -> str:
+    """Where "back" goes from a passage: the referring page of this site (path and query only)."""
+    from urllib.parse import urlsplit
+
+    ref = urlsplit(request.headers.get("referer") or "")
+    if ref.netloc and ref.netloc != request.url.netloc:
+        return default
+    return _safe_next(ref.path + (f"?{ref.query}" if ref.query else "")) if ref.path else default
 
 
 def _revision(form) -> int | None:

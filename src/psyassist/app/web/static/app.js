@@ -99,6 +99,15 @@ document.addEventListener("DOMContentLoaded", () => {
     const pending = document.querySelector("[data-reply]");
     if (pending) watchReply(form.dataset.chat, pending.dataset.reply, pending.parentElement);
   }
+  // A long upload: say that it is working (a book takes about a minute to read and index).
+  for (const f of document.querySelectorAll("form[data-working]")) {
+    f.addEventListener("submit", () => {
+      const b = f.querySelector("button[type=submit]");
+      if (b) b.disabled = true;
+      const w = f.querySelector(".working");
+      if (w) w.textContent = f.dataset.working;
+    });
+  }
   // htmx: a failed request shows the server's message instead of silently doing nothing.
   document.body.addEventListener("htmx:responseError", (e) => {
     const t = document.getElementById("toast");
