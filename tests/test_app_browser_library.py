@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slow
 
 DOC = ("# Grounding for panic\n\nWhen panic rises, the 5-4-3-2-1 grounding exercise helps: name five things you "
        "see, four you can touch, three you hear, two you smell and one you taste.\n\n# Sleep hygiene\n\nKeep a "
-       "regular wake time and leave the bed after twenty minutes awake.\n")
+       "regular wake time and leave the bed after twenty minutes awake.\n\n# 考试焦虑\n\n考试焦虑的来访者可以练习渐进式"
+       "肌肉放松，每天十五分钟，考前一周开始。\n")
 REPLY = json.dumps({
     "counseling_question": "How can the client manage panic before exams?", "symptom_type": "Panic attacks",
     "reasons": ["High pressure before the retake exam"],
@@ -89,8 +90,10 @@ def test_upload_search_and_a_cited_passage_in_a_draft(tmp_path, page, shots):
                 [{"name": "grounding.md", "mimeType": "text/markdown", "buffer": DOC.encode()},
                  {"name": "broken.docx", "mimeType": "application/octet-stream", "buffer": b"PK not a zip"}])
             page.get_by_role("button", name="Add to library").click()
-            page.wait_for_url(re.compile(r"/library\?report="), timeout=180_000)
+            page.wait_for_url(re.compile(r"/library\?upload="))
+            shots(page, "library-indexing")  # the progress card (or, on a fast machine, already the report)
             report = page.locator("#upload-report")
+            expect(report).to_be_visible(timeout=180_000)  # htmx polls; a finished upload reloads the page
             expect(report).to_contain_text("grounding.md")
             expect(report.locator(".skipped")).to_contain_text("broken.docx")
             expect(page.locator("#library-documents")).to_contain_text("Grounding for panic")
@@ -130,5 +133,15 @@ def test_upload_search_and_a_cited_passage_in_a_draft(tmp_path, page, shots):
             expect(page.get_by_role("heading", name="Grounding for panic")).to_be_visible()
             expect(page.locator("blockquote.passage")).to_contain_text("one you taste")
             shots(page, "passage")
+
+            # In Chinese: a Chinese query is ranked by BM25 alone with the English model, and the page says so.
+            page.goto(base + "/library")
+            page.get_by_role("button", name="中文").click()
+            expect(page.get_by_role("heading", name="我的资料库")).to_be_visible()
+            page.get_by_label("检索资料库").fill("考试焦虑 放松")
+            page.get_by_role("button", name="搜索").click()
+            expect(page.locator("ol.results > li").first).to_contain_text("渐进式肌肉放松")
+            expect(page.locator("#library-search")).to_contain_text("英文向量模型不用于中文检索")
+            shots(page, "library-search-zh")
     finally:
         endpoint.close()

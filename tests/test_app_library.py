@@ -27,9 +27,10 @@ DRAFT_CITING = json.dumps({
 
 
 @pytest.fixture
-def app(tmp_path):
+def app(tmp_path, db_url):
+    """The app on SQLite and on PostgreSQL (the clinic setup; slow-marked), with a scripted model."""
     backend = ScriptedBackend([DRAFT_CITING])
-    st = make_state(tmp_path, backend=backend)
+    st = make_state(tmp_path, db_url, backend=backend)
     with web_client(st) as client:
         yield st, client, backend
     st.close()
@@ -238,9 +239,25 @@ def test_the_library_pages_render_in_both_languages(app):
     csrf = login(client, "alice")
     r = client.post("/library/upload", data={"csrf_token": csrf},
                     files={"files": ("grounding.md", GROUNDING.encode())})
-    assert r.status_code == 303 and "report=" in r.headers["location"]
-    page = client.get(r.headers["location"])
+    assert r.status_code == 303 and "upload=" in r.headers["location"]
+    token = r.headers["location"].split("upload=")[1]
+    # Indexed in a background thread: the page polls /library/uploads/TOKEN, which says "done" with HX-Redirect.
+    deadline = time.monotonic() + 20
+    while True:
+        poll = client.get(f"/library/uploads/{token}", headers={"HX-Request": "true"})
+        assert poll.status_code == 200
+        if poll.headers.get("hx-redirect"):
+            break
+        assert "upload-progress" in poll.text and time.monotonic() < deadline
+        time.sleep(0.05)
+    assert poll.headers["hx-redirect"] == f"/library?upload={token}"
+    page = client.get(poll.headers["hx-redirect"])
     assert page.status_code == 200 and "Upload report" in page.text and "grounding.md" in page.text
+    assert not list((st.cfg.data_dir / "tmp").iterdir())  # the thread removed the uploaded temp file
+    login(client, "bob")  # another counselor cannot read the upload's report
+    assert client.get(f"/library/uploads/{token}").status_code == 404
+    assert "grounding.md" not in client.get(f"/library?upload={token}").text
+    csrf = login(client, "alice")
     client.post("/settings/language", data={"csrf_token": csrf, "locale": "zh", "next": "/library"})
     zh = client.get("/library", params={"q": "考试焦虑"})
     assert "我的资料库" in zh.text and "渐进式肌肉放松" in zh.text

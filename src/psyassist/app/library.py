@@ -32,7 +32,7 @@ import threading
 import time
 from pathlib import Path
 
-from psyassist.app.records import NotFound
+from psyassist.app.records import Conflict, NotFound
 from psyassist.errors import PsyassistError
 from psyassist.kb.embed import load_embedder
 from psyassist.kb.ingest import Ingestor
@@ -42,7 +42,7 @@ from psyassist.kb.store import KbStore, LoadedChunks
 
 log = logging.getLogger("psyassist.app")
 
-REPORT_TTL_S = 600  # an upload's report waits this long for the page it redirects to
+UPLOAD_TTL_S = 3600  # a finished upload's report stays this long for its page
 _CITE = re.compile(r"\s*(?:\[|【)\s*(\d{1,2}(?:\s*[,，、]\s*\d{1,2})*)\s*(?:\]|】)")
 
 
@@ -143,7 +143,7 @@ class AppLibrary:
         self._embedder = None
         self.embedder_error: str | None = None
         self._searchers: dict[str, tuple[tuple, Searcher]] = {}
-        self._reports: dict[str, tuple[float, str, dict]] = {}
+        self._uploads: dict[str, dict] = {}  # background uploads (start_upload), by token
 
     # --- pieces ------------------------------------------------------------------------------------
 
@@ -195,9 +195,10 @@ class AppLibrary:
         self._searchers.pop(user_id, None)
         return self._writer(own_library(user_id)).remove_all()
 
-    def upload(self, user_id: str, files: list[tuple[str, Path]]) -> dict:
+    def upload(self, user_id: str, files: list[tuple[str, Path]], progress=None) -> dict:
         """Ingest uploaded files (name as the counselor's computer called it, a temp file holding it).
-        Each file is added, replaced (same name, new content), unchanged, or skipped with its reason."""
+        Each file is added, replaced (same name, new content), unchanged, or skipped with its reason.
+        `progress(done, total, name)` is called before each file."""
         cfg = self.st.cfg
         store = self._writer(own_library(user_id))
         report: dict[str, list] = {"added": [], "replaced": [], "unchanged": [], "skipped": []}
@@ -208,8 +209,10 @@ class AppLibrary:
             report["skipped"] = [{"name": safe_name(n), "reason": str(e)} for n, _ in files]
             return report
         count = len(store.documents())
-        for raw_name, tmp in files:
+        for i, (raw_name, tmp) in enumerate(files):
             name = safe_name(raw_name)
+            if progress is not None:
+                progress(i, len(files), name)
             if Path(name).suffix.lower() not in SUFFIXES:
                 report["skipped"].append({"name": name, "reason": "unsupported file type; the library takes "
                                           + ", ".join(sorted({s.lstrip('.') for s in SUFFIXES}))})
@@ -243,22 +246,44 @@ class AppLibrary:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
-    def keep_report(self, user_id: str, report: dict) -> str:
-        """Hold an upload report for the page the upload redirects to (post/redirect/get)."""
-        now = time.monotonic()
+    def start_upload(self, user_id: str, files: list[tuple[str, Path]]) -> str:
+        """Ingest in a background thread (a book takes about a minute: no request should wait that long);
+        the page polls `upload_status`.  One running upload per counselor."""
         with self._lock:
-            for k in [k for k, (t, _, _) in self._reports.items() if now - t > REPORT_TTL_S]:
-                del self._reports[k]
+            if any(j["user"] == user_id and j["status"] == "running" for j in self._uploads.values()):
+                raise Conflict("an earlier upload is still being indexed; wait for its report")
             token = secrets.token_urlsafe(12)
-            self._reports[token] = (now, user_id, report)
+            job = {"user": user_id, "status": "running", "done": 0, "total": len(files), "current": safe_name(files[0][0]) if files else "",
+                   "report": None, "started": time.monotonic()}
+            self._uploads[token] = job
+
+        def progress(done: int, total: int, name: str) -> None:
+            job.update(done=done, total=total, current=name)
+
+        def run() -> None:
+            try:
+                job["report"] = self.upload(user_id, files, progress)
+            except Exception as e:  # noqa: BLE001 — the page shows it; the files are removed below
+                log.exception("library upload failed")
+                job["report"] = {"added": [], "replaced": [], "unchanged": [],
+                                 "skipped": [{"name": safe_name(n), "reason": f"not indexed ({type(e).__name__}: {e})"}
+                                             for n, _ in files]}
+            finally:
+                for _, tmp in files:
+                    Path(tmp).unlink(missing_ok=True)
+                job.update(status="done", done=job["total"], current="")
+
+        threading.Thread(target=run, name="library-upload", daemon=True).start()
         return token
 
-    def take_report(self, user_id: str, token: str) -> dict | None:
+    def upload_status(self, user_id: str, token: str) -> dict | None:
+        """The upload's progress (and its report once done); None for an unknown or another's token."""
+        now = time.monotonic()
         with self._lock:
-            got = self._reports.get(token)
-            if got is None or got[1] != user_id:
-                return None
-            return got[2]
+            for k in [k for k, j in self._uploads.items() if j["status"] == "done" and now - j["started"] > UPLOAD_TTL_S]:
+                del self._uploads[k]
+            job = self._uploads.get(token)
+            return dict(job) if job is not None and job["user"] == user_id else None
 
     # --- search ------------------------------------------------------------------------------------
 

@@ -149,12 +149,14 @@ EN = {
                            "A file with the same name replaces its older version; an unchanged file is skipped. "
                            "Scanned PDFs need OCR first (e.g. ocrmypdf). A book takes about a minute.",
     "library_working": "Reading and indexing…",
+    "library_progress": "File {done} of {total} done; now: {name}. A book takes about a minute; you can leave "
+                        "this page, the upload goes on.",
     "library_report": "Upload report", "library_added": "Added", "library_replaced": "Replaced",
     "library_unchanged": "Unchanged (already in the library)", "library_skipped": "Skipped",
     "library_chunks": "{n} passages",
     "library_search": "Search the library", "library_search_placeholder": "e.g. panic attack breathing, 考试焦虑",
     "library_no_results": "No passage matches this search.", "library_empty": "Your library is empty. Add the "
-                          "first documents above.",
+                          "first documents with “Add documents”.",
     "library_documents": "Your documents ({n} of at most {max})", "library_shared": "Clinic library (read-only)",
     "library_shared_help": "Shared by your clinic; an administrator manages it with psyassist kb ingest --library {name}.",
     "library_col_title": "Title", "library_col_author": "Author", "library_col_format": "Format",
@@ -290,11 +292,12 @@ ZH = {
     "library_upload_help": "PDF、EPUB、DOCX、HTML、Markdown 或纯文本，中英文皆可；每次上传不超过 {mb} MB。同名文件会替换旧版本，"
                            "未改动的文件会跳过。扫描版 PDF 需先做文字识别（如 ocrmypdf）。一本书约需一分钟。",
     "library_working": "正在读取并建立索引……",
+    "library_progress": "已完成 {done}/{total} 个文件；正在处理：{name}。一本书约需一分钟；可以离开此页，上传会继续。",
     "library_report": "上传结果", "library_added": "已添加", "library_replaced": "已替换",
     "library_unchanged": "未改动（已在资料库中）", "library_skipped": "已跳过",
     "library_chunks": "{n} 个段落",
     "library_search": "检索资料库", "library_search_placeholder": "例如：惊恐发作 呼吸、exam anxiety",
-    "library_no_results": "没有与此检索匹配的段落。", "library_empty": "资料库还是空的，请在上方添加第一批文档。",
+    "library_no_results": "没有与此检索匹配的段落。", "library_empty": "资料库还是空的，请在“添加文档”中加入第一批文档。",
     "library_documents": "我的文档（{n} 篇，最多 {max} 篇）", "library_shared": "机构资料库（只读）",
     "library_shared_help": "由你所在机构共享；管理员用 psyassist kb ingest --library {name} 维护。",
     "library_col_title": "标题", "library_col_author": "作者", "library_col_format": "格式",

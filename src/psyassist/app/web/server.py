@@ -986,14 +986,26 @@ def create_app(st: AppState) -> FastAPI:
             raise NotFound("administrator accounts have no library; sign in as a counselor")
 
     @app.get("/library", response_class=HTMLResponse)
-    def library_page(request: Request, q: str = "", report: str = ""):
+    def library_page(request: Request, q: str = "", upload: str = ""):
         ws, c = workspace(request)
         library_enabled(c)
         docs = st.library.documents(c.actor.id)
         found = st.library.search(c.actor.id, q, k=10) if q.strip() else None
-        return page(request, "library.html", c, nav="library", docs=docs, q=q, found=found,
-                    report=st.library.take_report(c.actor.id, report) if report else None,
+        job = st.library.upload_status(c.actor.id, upload) if upload else None
+        return page(request, "library.html", c, nav="library", docs=docs, q=q, found=found, job=job, token=upload,
                     embedder_error=st.library.embedder_error, shared_name=cfg.kb_shared_library)
+
+    @app.get("/library/uploads/{token}", response_class=HTMLResponse)
+    def library_upload_status(token: str, request: Request):
+        """The progress card for htmx polling; once done, the whole page again (its document list changed)."""
+        ws, c = workspace(request)
+        library_enabled(c)
+        job = st.library.upload_status(c.actor.id, token)
+        if job is None:
+            raise NotFound("no such upload (its report is kept for an hour)")
+        if job["status"] == "done":
+            return Response(status_code=200, headers={"HX-Redirect": f"/library?upload={token}"})
+        return page(request, "_upload_progress.html", c, job=job, token=token)
 
     async def uploaded_files(request: Request) -> list[tuple[str, Path]]:
         """The form's files, each copied to a private temp file (the caller's library.upload moves it)."""
@@ -1026,8 +1038,15 @@ def create_app(st: AppState) -> FastAPI:
     @app.post("/library/upload")
     async def library_upload_page(request: Request):
         ws, c = workspace(request)
-        report = await library_upload(request, c)
-        return back(f"/library?report={st.library.keep_report(c.actor.id, report)}")
+        library_enabled(c)
+        files = await uploaded_files(request)
+        try:
+            token = st.library.start_upload(c.actor.id, files)  # the thread removes the files when done
+        except BaseException:
+            for _, tmp in files:
+                tmp.unlink(missing_ok=True)
+            raise
+        return back(f"/library?upload={token}")
 
     @app.post("/library/documents/{doc_id}/delete")
     async def library_remove(doc_id: Annotated[int, FPath(ge=1, le=2**31 - 1)], request: Request):
