@@ -8,11 +8,14 @@ CPsyCoun dialogue (Chinese, ~0.5-2 KB per note) when $PSYASSIST_TEST_DATA holds 
 Chinese/English sentences of app_crud.py.  Measured, each the median of 3 runs:
 - baseline: `Workspace.similar_corpus()` — read and decrypt every note (what any full read costs),
 - tokenize (jieba search mode, kb.search.tokenize) and BM25 build (bm25s) on top of it,
-- the cold first query (`SimilarCache.search` on an empty cache: decrypt + tokenize + build + query),
+- the first query ever (`SimilarCache.search` on an empty cache, nothing stored: decrypt + tokenize +
+  seal and store the entries + build + query), and a later login's first query (the sealed entries
+  stored: decrypt notes and entries + build + query; the median of 3 new caches),
 - warm query p50/p95 over 100 queries (other dialogues' openings, so most have real matches),
 - after one note is saved, the next query (re-reads that one client and rebuilds BM25),
 - dense (unless --no-dense): loading the packaged MiniLM, embedding every note with it on this CPU (the
-  app's background thread; BM25 answers meanwhile), and the hybrid query p50/p95 of English queries.
+  app's background thread; BM25 answers meanwhile), the hybrid query p50/p95 of English queries, and the
+  next login's first query (the vectors stored sealed: hybrid at once, nothing re-embedded).
 Prints one JSON line last and appends a row to benchmarks/RESULTS.md.
 """
 
@@ -119,7 +122,10 @@ def main() -> None:
             cache = SimilarCache()
             cache.search(ws, queries[0])
             return cache
-        cold_s = med(cold)
+        # The first query ever (nothing stored yet: tokenize every note, seal and store the entries), then
+        # a login's first query (the entries stored: decrypt them, build BM25) — the usual case.
+        cold_s, _ = timed(cold)
+        login_s = med(cold)
         cache = cold()
         st.similar = cache  # so a save below marks its client stale in this cache, as in the app
         warm = [timed(lambda q=q: cache.search(ws, q))[0] for q in queries]
@@ -148,25 +154,35 @@ def main() -> None:
                 en = [session_text(random.Random(i), 200) for i in range(QUERIES)]
                 en = [" ".join(w for w in q.split() if w.isascii()) or "anxiety before exams" for q in en]
                 dq = [timed(lambda q=q: dcache.search(ws, q))[0] for q in en]
+                # The next login: the vectors were stored sealed, so the first query is already hybrid.
+                relog = SimilarCache(dense=True)
+                relog._embedder, relog._embedder_state = dcache._embedder, "on"
+                relog_s, again = timed(lambda: relog.search(ws, en[0]))
                 dense = {"model_load_s": round(load_s, 2), "embed_all_s": round(embed_s, 2), "hybrid_query_p50_ms": round(pct(dq, .5) * 1e3, 2),
                          "hybrid_query_p95_ms": round(pct(dq, .95) * 1e3, 2),
-                         "mode": dcache.search(ws, en[0])["mode"]}
+                         "mode": dcache.search(ws, en[0])["mode"], "next_login_first_query_s": round(relog_s, 3),
+                         "next_login_mode": again["mode"]}
         st.close()
 
     res = {"jieba_init_s": round(jieba_s, 2), "notes": len(corpus), "clients": CLIENTS, "source": source, "chars": chars, "setup_s": round(setup_s, 1),
            "decrypt_s": round(decrypt, 3), "tokenize_s": round(tok, 3), "bm25_build_s": round(bm25, 3),
            "cold_first_query_s": round(cold_s, 3), "cold_over_decrypt": round(cold_s / decrypt, 2),
+           "login_first_query_s": round(login_s, 3), "login_over_decrypt": round(login_s / decrypt, 2),
            "query_p50_ms": round(pct(warm, .5) * 1e3, 2), "query_p95_ms": round(pct(warm, .95) * 1e3, 2),
            "queries": len(queries), "queries_with_results": hits, "after_save_query_s": round(update_s, 3),
            "peak_rss_mb": round(rss_bm25), "dense": dense, "torch_threads": os.environ.get("OMP_NUM_THREADS"),
            "load_avg": round(os.getloadavg()[0], 1)}
     dense_txt = (f"; dense (MiniLM, English queries; model load {dense['model_load_s']} s once per process): "
                  f"embedding every note (background thread) {dense['embed_all_s']} s, "
-                 f"hybrid query p50 {dense['hybrid_query_p50_ms']} / p95 {dense['hybrid_query_p95_ms']} ms") if dense else \
+                 f"hybrid query p50 {dense['hybrid_query_p50_ms']} / p95 {dense['hybrid_query_p95_ms']} ms; next login's "
+                 f"first query {dense['next_login_first_query_s']} s, {dense['next_login_mode']} (vectors stored sealed)") \
+        if dense else \
         "; dense not measured"
     summary = (f"{res['notes']} notes ({source}, {chars:,} chars) of 1 counselor, {CLIENTS} clients, SQLite: decrypt only "
                f"(baseline) {res['decrypt_s']} s; + tokenize {res['tokenize_s']} s + BM25 build {res['bm25_build_s']} s; "
-               f"cold first query (all of it) {res['cold_first_query_s']} s (×{res['cold_over_decrypt']} the baseline); "
+               f"first query ever (tokenize, seal and store the entries) {res['cold_first_query_s']} s "
+               f"(×{res['cold_over_decrypt']} the baseline); a later login's first query (stored entries) "
+               f"{res['login_first_query_s']} s (×{res['login_over_decrypt']}); "
                f"(+ jieba's dictionary {res['jieba_init_s']} s once per process); warm query p50 {res['query_p50_ms']} / p95 {res['query_p95_ms']} ms; after a save "
                f"{res['after_save_query_s']} s{dense_txt}; load avg {res['load_avg']}")
     record("app_similar", res, summary)

@@ -115,6 +115,7 @@ def test_upload_search_and_a_cited_passage_in_a_draft(tmp_path, page, shots):
             page.locator("#input").fill("Lin has panic attacks before the retake exam and cannot sleep.")
             page.locator("button[name=mode][value=analysis]").click()
             page.wait_for_url(re.compile(r"/drafts/\w+$"))
+            draft_url = page.url
             page.wait_for_selector("#draft-body", timeout=120_000)
             prompt = endpoint.requests[0]["messages"][1]["content"]
             assert "[1] Grounding for panic" in prompt and "5-4-3-2-1 grounding exercise" in prompt
@@ -133,6 +134,20 @@ def test_upload_search_and_a_cited_passage_in_a_draft(tmp_path, page, shots):
             expect(page.get_by_role("heading", name="Grounding for panic")).to_be_visible()
             expect(page.locator("blockquote.passage")).to_contain_text("one you taste")
             shots(page, "passage")
+
+            # Similar cases: save this draft as a note, draft the next session, and the card finds the note.
+            page.goto(draft_url)
+            page.get_by_role("button", name="Save to notes").click()
+            page.wait_for_url(re.compile(r"notice=note_saved"))
+            page.locator("#input").fill("Panic attacks again this week, before the mock exam.")
+            page.locator("button[name=mode][value=analysis]").click()
+            page.wait_for_url(re.compile(r"/drafts/\w+$"))
+            page.wait_for_selector("#draft-body", timeout=120_000)
+            page.locator("#similar-cases").get_by_role("link", name="Similar cases").click()
+            found = page.locator("#similar-results li").first
+            expect(found).to_contain_text("Lin S.")
+            expect(found).to_contain_text("panic")
+            shots(page, "similar-cases")
 
             # In Chinese: a Chinese query is ranked by BM25 alone with the English model, and the page says so.
             page.goto(base + "/library")

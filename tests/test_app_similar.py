@@ -252,6 +252,7 @@ def _wait_embedded(cache: SimilarCache, user_id: str, timeout: float) -> None:
 class FakeEmbedder:
     """Vectors from a few English words (a stand-in for MiniLM in fast tests)."""
 
+    name = "test:grief-panic"
     languages = ("en",)
     WORDS = ("grief", "mourning", "death", "panic", "train", "subway")
 
@@ -286,3 +287,77 @@ def test_every_ranking_mode_and_reason_has_words_in_both_languages():
 
     for key in ("hybrid", "bm25", "dense_off", "dense_missing", "dense_language", "dense_pending"):
         assert f"similar_mode_{key}" in EN and f"similar_mode_{key}" in ZH, key
+
+
+def _entries(st) -> dict:
+    from psyassist.app.store.models import SimilarEntry
+
+    with st.db.read() as s:
+        return {e.note_id: e for e in s.scalars(select(SimilarEntry))}
+
+
+def test_index_entries_are_stored_sealed_and_a_new_login_reuses_them(records, monkeypatch):
+    import psyassist.app.similar as similar_mod
+    from psyassist.app.store.crypto import Unreadable
+
+    st, client, alice, ids = records
+    csrf = login(client, "alice")
+    first = client.get(f"/api/v1/notes/{ids['exam']}/similar?k=50").json()
+    stored = _entries(st)
+    assert set(stored) == {ids["exam"], ids["marriage"], ids["panic"], ids["grief"]}  # alice's only, not bob's
+    raw = b"".join(e.tokens_ct for e in stored.values())
+    assert "失眠".encode() not in raw and b"panic" not in raw and b"marker" not in raw.lower()
+    assert stored[ids["panic"]].version == 1 and stored[ids["panic"]].vector_ct is None  # dense is off
+    # Sealed with the client's key and bound to its note: the panic note's tokens do not open as the grief note's.
+    with st.db.read() as s:
+        key = alice._key_or_none(s, ids["p"])
+    assert "panic" in key.open(stored[ids["panic"]].tokens_ct, "similar_entries", ids["panic"], "tokens")
+    with pytest.raises(Unreadable):
+        key.open(stored[ids["panic"]].tokens_ct, "similar_entries", ids["grief"], "tokens")
+    # A new login rebuilds the index from the stored entries without tokenizing a single note again.
+    client.post("/logout", data={"csrf_token": csrf})
+    login(client, "alice")
+    real, calls = similar_mod.tokenize, []
+    monkeypatch.setattr(similar_mod, "tokenize", lambda text: calls.append(text) or real(text))
+    again = client.get(f"/api/v1/notes/{ids['exam']}/similar?k=50").json()
+    assert _ids(again) == _ids(first)
+    assert len(calls) == 1  # the query's own words; no note was tokenized
+
+
+def test_an_edited_note_gets_a_new_entry_and_a_deleted_client_leaves_none(records):
+    st, client, alice, ids = records
+    csrf = login(client, "alice")
+    client.get(f"/api/v1/notes/{ids['exam']}/similar")
+    before = _entries(st)[ids["grief"]].tokens_ct
+    t = st.template("seed004")
+    did = alice.draft_for_note(ids["grief"], st.templates)
+    alice.edit_draft(did, lambda c: c["sections"]["reasons"].append(new_item("Nightmares about the hospital",
+                                                                             "counselor")))
+    alice.save_draft(did, t)
+    r = client.get(f"/api/v1/drafts/{_draft(alice, ids['sun'], 'nightmares hospital')}/similar").json()
+    assert _ids(r)[0] == ids["grief"]
+    e = _entries(st)[ids["grief"]]
+    assert e.version == 2 and e.tokens_ct != before
+    assert client.post(f"/clients/{ids['p']}/delete", data={"csrf_token": csrf, "confirm": "Mr P"}).status_code == 303
+    assert not any(x.client_id == ids["p"] for x in _entries(st).values())
+
+
+def test_dense_vectors_are_stored_and_not_recomputed_at_the_next_login(records):
+    st, client, alice, ids = records
+    st.similar = cache = SimilarCache(dense=True)
+    fake = FakeEmbedder()
+    cache._embedder, cache._embedder_state = fake, "on"
+    did = _draft(alice, ids["sun"], "mourning")
+    alice.similar_cases(draft_id=did)
+    _wait_embedded(cache, alice.actor.id, 10)
+    deadline = time.monotonic() + 10
+    while sum(e.vector_ct is not None for e in _entries(st).values()) < 4:
+        assert time.monotonic() < deadline, "the vectors were not stored"
+        time.sleep(0.05)
+    assert all(e.vector_model == fake.name for e in _entries(st).values())
+    cache.forget(alice.actor.id)  # logout
+    encoded = []
+    fake.encode = lambda texts, _orig=fake.encode: encoded.append(len(texts)) or _orig(texts)
+    r = alice.similar_cases(draft_id=did)
+    assert r["mode"] == "hybrid" and _ids(r)[0] == ids["grief"]  # at once: no "dense_pending"
+    assert encoded == [1]  # only the query was embedded

@@ -315,7 +315,7 @@ def test_migrations_upgrade_from_empty_and_from_the_previous_revision(tmp_path, 
         c.execute(text("INSERT INTO users (id, username, display_name, password_hash, role, locale, note_template, "
                        "active, must_change_password, created_at, updated_at) VALUES ('u1', 'old', '', 'x', "
                        "'counselor', 'en', 'seed004', true, false, '2026-01-01', '2026-01-01')"))
-    for rev in ("0002", "0003"):  # one revision at a time, as a deployment that upgraded at each release did
+    for rev in ("0002", "0003", "0004"):  # one revision at a time, as a deployment that upgraded at each release did
         migrate(db, rev)
         assert db.current_revision() == rev
     migrate(db)

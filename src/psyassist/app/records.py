@@ -39,6 +39,7 @@ from psyassist.app.store.models import (
     Draft,
     Note,
     NoteVersion,
+    SimilarEntry,
     User,
     new_id,
     utcnow,
@@ -277,6 +278,7 @@ class Workspace:
             chat_ids = select(Chat.id).where(Chat.client_id == cid)
             s.execute(delete(Addendum).where(Addendum.note_id.in_(note_ids)))
             s.execute(delete(NoteVersion).where(NoteVersion.note_id.in_(note_ids)))
+            s.execute(delete(SimilarEntry).where(SimilarEntry.client_id == cid))
             s.execute(delete(Note).where(Note.client_id == cid))
             s.execute(delete(BasicInfoVersion).where(BasicInfoVersion.client_id == cid))
             s.execute(delete(Draft).where(Draft.client_id == cid))
@@ -464,13 +466,69 @@ class Workspace:
                 rows = s.execute(select(Note, NoteVersion).join(NoteVersion, (NoteVersion.note_id == Note.id)
                                                                 & (NoteVersion.version == Note.version))
                                  .where(Note.client_id == c.id)).all()
+                stored = {e.note_id: e for e in s.scalars(select(SimilarEntry).where(SimilarEntry.client_id == c.id))}
                 for n, v in rows:
                     raw, err = self._open(key, v.content_ct, "note_versions", v.id, "content")
                     if raw and not err:
-                        out.append({"note_id": n.id, "client_id": c.id, "client_name": name,
-                                    "session_date": n.session_date, "text": note_text(json.loads(raw))})
+                        row = {"note_id": n.id, "client_id": c.id, "client_name": name, "version": n.version,
+                               "session_date": n.session_date, "text": note_text(json.loads(raw)), "tokens": None,
+                               "vector": None, "vector_model": None}
+                        e = stored.get(n.id)
+                        if e is not None and e.version == n.version:
+                            row.update(self._open_similar(key, e))
+                        out.append(row)
         self._audit("similar.index", None, f"{len(out)} notes")
         return out
+
+    @staticmethod
+    def _open_similar(key: DataKey | None, e: SimilarEntry) -> dict:
+        """A stored entry's tokens and vector; nothing when it cannot be opened (it is then recomputed)."""
+        import numpy as np
+
+        if key is None:
+            return {}
+        try:
+            got = {"tokens": json.loads(key.open(e.tokens_ct, "similar_entries", e.note_id, "tokens"))}
+            if e.vector_ct is not None and e.vector_model:
+                raw = key.open_bytes(e.vector_ct, "similar_entries", e.note_id, "vector")
+                got.update(vector=np.frombuffer(raw, dtype="<f4").copy(), vector_model=e.vector_model)
+            return got
+        except (Unreadable, ValueError):
+            return {}
+
+    def store_similar(self, entries: list[dict]) -> int:
+        """Seal and keep index entries ({note_id, client_id, version, tokens} and optionally vector +
+        vector_model) of this counselor's notes; an entry of a note that changed meanwhile is skipped."""
+        import numpy as np
+
+        self._counselor()
+        n = 0
+        with self.st.db.write() as s:
+            mine = set(s.scalars(select(Client.id).where(Client.owner_id == self.actor.id,
+                                                         Client.id.in_({e["client_id"] for e in entries}))))
+            versions = dict(s.execute(select(Note.id, Note.version).where(
+                Note.id.in_([e["note_id"] for e in entries]), Note.client_id.in_(mine))).all())
+            for e in entries:
+                if e["client_id"] not in mine or versions.get(e["note_id"]) != e["version"]:
+                    continue
+                key = self._key_or_none(s, e["client_id"])
+                if key is None:
+                    continue
+                row = s.get(SimilarEntry, e["note_id"])
+                if row is None or row.version != e["version"]:
+                    if row is None:
+                        row = SimilarEntry(note_id=e["note_id"], client_id=e["client_id"])
+                        s.add(row)
+                    row.version, row.vector_model, row.vector_ct = e["version"], None, None
+                    row.tokens_ct = key.seal(json.dumps(e["tokens"], ensure_ascii=False), "similar_entries",
+                                             e["note_id"], "tokens")
+                if e.get("vector") is not None:
+                    row.vector_model = e["vector_model"]
+                    row.vector_ct = key.seal(np.asarray(e["vector"], dtype="<f4").tobytes(), "similar_entries",
+                                             e["note_id"], "vector")
+                row.updated_at = utcnow()
+                n += 1
+        return n
 
     def similar_cases(self, *, draft_id: str | None = None, note_id: str | None = None, k: int = 5) -> dict:
         """This counselor's earlier notes most like a draft's input (or its items, when it has no input)

@@ -3,20 +3,20 @@ draft's input or a note's text.
 
     python -c "from psyassist.app.similar import note_text, snippet; print(snippet(note_text({'a': ['考试前失眠，头痛']}), '失眠'))"
 
-Where the index lives: in this process's memory only, one per counselor (`SimilarCache`, held by the
-AppState).  It is built from the counselor's decrypted notes the first time they ask for similar
-cases, and nothing of it is written to the database or the disk, so there is nothing to seal: the
-notes stay the only copy, encrypted with their client's key.  It is dropped on logout, on a password
-change or deactivation, and after `session_hours` unused; a saved note, a renamed client or a
-deleted client marks that one client stale, and the next query re-reads only that client's notes
-(a deleted client's entries leave memory at once).
+Where the index lives: in this process's memory, one per counselor (`SimilarCache`, held by the
+AppState), built the first time they ask for similar cases and dropped on logout, on a password change
+or deactivation, and after `session_hours` unused; a saved note, a renamed client or a deleted client
+marks that one client stale, and the next query re-reads only that client's notes (a deleted client's
+entries leave memory at once).  What it is built from is kept between logins: each note's BM25 tokens
+and vector, sealed with its client's key in `similar_entries` (Workspace.store_similar), valid for that
+version of the note, so a login decrypts them instead of re-running jieba and the model on every note.
 
 Ranking reuses the knowledge library's pieces: BM25 (bm25s) over `kb.search.tokenize` words (jieba
 for Chinese) is the core, because notes are mostly Chinese; with `similar_dense: true` the packaged
 English MiniLM also embeds every note (in a background thread; BM25 answers until it is done) and
 ranks English queries, fused by reciprocal rank (`kb.search.rrf`).  Dense is off by default:
-embedding 1,000 notes keeps one CPU core busy for 76-176 s per login (benchmarks/app_similar.py),
-and the model ranks Chinese close to chance.
+embedding 1,000 notes keeps one CPU core busy for 76-176 s the first time (benchmarks/app_similar.py;
+later logins reuse the stored vectors), and the model ranks Chinese close to chance.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 SNIPPET_CHARS = 140
 CANDIDATES = 50  # per retriever before fusion, as in kb.search
 EMBED_BATCH = 32  # notes per encode call of the embedding thread (the index lock is free in between)
+DEFAULT_EMBEDDER = "st:all-MiniLM-L6-v2"  # kb.embed.load_embedder("default").name
 
 
 def note_text(sections: dict | None) -> str:
@@ -72,6 +73,7 @@ class Entry:
     text: str
     tokens: list[str]
     vector: np.ndarray | None = None
+    version: int = 1
 
 
 @dataclass
@@ -188,9 +190,20 @@ class SimilarCache:
             else:
                 for nid in [n for n, e in idx.entries.items() if e.client_id in idx.stale]:
                     del idx.entries[nid]
-            new = [Entry(r["note_id"], r["client_id"], r["client_name"], r["session_date"], r["text"],
-                         tokenize(r["text"])) for r in rows]
+            new, fresh = [], []
+            for r in rows:
+                # Tokens (and vectors) stored sealed at an earlier login are reused: no jieba, no model.
+                tokens = r.get("tokens")
+                if tokens is None:
+                    tokens = tokenize(r["text"])
+                    fresh.append({"note_id": r["note_id"], "client_id": r["client_id"], "version": r["version"],
+                                  "tokens": tokens})
+                vector = r.get("vector") if r.get("vector_model") == self.embedder_name() else None
+                new.append(Entry(r["note_id"], r["client_id"], r["client_name"], r["session_date"], r["text"],
+                                 tokens, vector, r.get("version", 1)))
             idx.entries.update({e.note_id: e for e in new})
+            if fresh:
+                self._store(ws, fresh)
             idx.stale = set()
             idx.dirty = True
         if idx.dirty:
@@ -209,9 +222,21 @@ class SimilarCache:
                 and not idx.embedding and not idx.embed_failed):
             # Embedding 1,000 notes takes a minute on a CPU: a thread does it, BM25 answers meanwhile.
             idx.embedding = True
-            threading.Thread(target=self._embed, args=(idx,), name="similar-embed", daemon=True).start()
+            threading.Thread(target=self._embed, args=(idx, ws), name="similar-embed", daemon=True).start()
 
-    def _embed(self, idx: CounselorIndex) -> None:
+    def embedder_name(self) -> str:
+        """The name stored vectors must carry to be reused (the packaged MiniLM's until one is loaded)."""
+        return self._embedder.name if self._embedder is not None else DEFAULT_EMBEDDER
+
+    @staticmethod
+    def _store(ws: Workspace, entries: list[dict]) -> None:
+        """Keep entries sealed for the next login; a failure only costs that login's work again."""
+        try:
+            ws.store_similar(entries)
+        except Exception:  # noqa: BLE001
+            logging.getLogger("psyassist.app").exception("similar cases: the index entries could not be stored")
+
+    def _embed(self, idx: CounselorIndex, ws: Workspace | None = None) -> None:
         """Vectors for the notes that lack one, EMBED_BATCH at a time, without holding the index lock."""
         try:
             while self.dense_state() == "on" and not idx.dropped:
@@ -220,12 +245,17 @@ class SimilarCache:
                 if not todo:
                     return
                 vecs = self._embedder.encode([t for _, t in todo])
+                done = []
                 with idx.lock:
                     for (n, text), v in zip(todo, vecs, strict=True):
                         e = idx.entries.get(n)
                         if e is not None and e.text == text:  # not changed meanwhile
                             e.vector = v
+                            done.append({"note_id": n, "client_id": e.client_id, "version": e.version,
+                                         "tokens": e.tokens, "vector": v, "vector_model": self._embedder.name})
                     idx.vectors_dirty = True
+                if ws is not None and done:
+                    self._store(ws, done)
         except Exception:  # BM25 goes on; the log says why dense never arrived (not retried until logout)
             idx.embed_failed = True
             logging.getLogger("psyassist.app").exception("similar cases: embedding the notes failed")

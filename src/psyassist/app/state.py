@@ -68,7 +68,7 @@ class AppState:
         else:
             with self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 for table in ("data_keys", "clients", "notes", "note_versions", "addenda", "basic_info_versions",
-                              "drafts", "chats", "chat_messages", "adapters", "jobs"):
+                              "drafts", "chats", "chat_messages", "adapters", "jobs", "similar_entries"):
                     conn.execute(text(f"VACUUM {table}"))
         if self.cfg.backup_dir is not None:
             from psyassist.app.backup import write_keystore

@@ -33,7 +33,7 @@ from psyassist.app.store.crypto import MasterKey, MasterKeyError
 from psyassist.app.store.models import Meta
 from psyassist.errors import PsyassistError
 
-HEAD = "0004"
+HEAD = "0005"
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

@@ -263,3 +263,21 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+# --- revision 0005: the similar-case index entries, sealed ----------------------------------------
+
+
+class SimilarEntry(Base):
+    """What the in-memory similar-case index needs of one note, so that a login does not re-tokenize and
+    re-embed every note: its BM25 tokens and (with similar_dense) its vector, both sealed with the
+    client's key (associated data similar_entries:<note id>:tokens|vector).  Valid for `version` of the
+    note only; a deleted client's rows go with it."""
+    __tablename__ = "similar_entries"
+    note_id: Mapped[str] = mapped_column(ID, ForeignKey("notes.id", ondelete="CASCADE"), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ID, ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    tokens_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    vector_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    vector_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -128,7 +128,7 @@ EN = {
     "similar_title": "Similar cases", "similar_show": "Similar cases",
     "similar_help": "Your own earlier notes (all your clients) that share the most words with this text. The index "
                     "is built in memory from your decrypted notes and dropped when you sign out.",
-    "similar_none": "No earlier note shares words with this text.", "similar_indexed": "{n} notes searched",
+    "similar_none": "No earlier note shares words with this text.", "similar_indexed": "notes searched: {n}",
     "similar_score": "score",
     "similar_mode_hybrid": "Ranked by words (BM25) and meaning (MiniLM), fused",
     "similar_mode_bm25": "Ranked by words (BM25)",
