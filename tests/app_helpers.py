@@ -131,6 +131,17 @@ def login(client, username: str, password: str = PASSWORD) -> str:
     return r.json()["csrf_token"]
 
 
+def wait_draft(client, did: str, timeout: float = 20) -> dict:
+    """The draft's JSON once its generation ended (the scripted model streams in the server's event loop)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        d = client.get(f"/api/v1/drafts/{did}").json()
+        if d["status"] != "generating":
+            return d
+        time.sleep(0.05)
+    raise AssertionError(f"draft {did} still generating after {timeout} s")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

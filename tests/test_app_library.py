@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from app_helpers import ScriptedBackend, login, make_state, web_client
+from app_helpers import ScriptedBackend, login, make_state, wait_draft, web_client
 from test_kb import PANIC_ZH, SLEEP_EN, make_library, write_pdf
 
 GROUNDING = ("# Grounding for panic\n\nWhen panic rises, the 5-4-3-2-1 grounding exercise helps: name five things "
@@ -50,14 +50,7 @@ def _draft(client, csrf, cid, text="来访者考试焦虑，考前失眠。", us
     r = client.post(f"/api/v1/clients/{cid}/drafts", json={"input": text, "use_library": use_library},
                     headers={"X-CSRF-Token": csrf})
     assert r.status_code == 201, r.text
-    did = r.json()["id"]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        d = client.get(f"/api/v1/drafts/{did}").json()
-        if d["status"] != "generating":
-            return d
-        time.sleep(0.05)
-    raise AssertionError("the draft was not written in time")
+    return wait_draft(client, r.json()["id"], timeout)
 
 
 def test_every_format_uploads_and_a_bad_file_is_skipped_with_its_reason(app, tmp_path):

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
 
-from app_helpers import PASSWORD, ScriptedBackend, Server, login, make_state, prepare_accounts, web_client
+from app_helpers import (
+    PASSWORD,
+    ScriptedBackend,
+    Server,
+    login,
+    make_state,
+    prepare_accounts,
+    wait_draft,
+    web_client,
+)
 from psyassist.app.web.i18n import EN, ZH
 
 XSS_SCRIPT = "<script>alert('x')</script>"
@@ -46,16 +54,6 @@ def _client(client, csrf, name="孙某 S.L.") -> str:
     r = client.post("/api/v1/clients", json={"name": name, "tags": ["考试焦虑"]}, headers={"X-CSRF-Token": csrf})
     assert r.status_code == 201, r.text
     return r.json()["id"]
-
-
-def _wait_draft(client, did, timeout=20) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        d = client.get(f"/api/v1/drafts/{did}").json()
-        if d["status"] != "generating":
-            return d
-        time.sleep(0.05)
-    raise AssertionError(f"draft {did} still generating after {timeout} s")
 
 
 def _analysis(client, csrf, cid, text="来访者19岁，高三复读，考试前失眠头痛。") -> str:
@@ -116,7 +114,7 @@ def _alices_records(st, client):
     csrf = _csrf(client, "alice")
     cid = _client(client, csrf)
     did = _analysis(client, csrf, cid)
-    d = _wait_draft(client, did)
+    d = wait_draft(client, did)
     r = client.post(f"/api/v1/drafts/{did}/save", json={}, headers={"X-CSRF-Token": csrf})
     nid = r.json()["id"]
     r = client.post("/chats", data={"client_id": cid, "use_notes": "1", "csrf_token": csrf})
@@ -210,7 +208,7 @@ def test_analysis_streams_a_parsed_draft_with_provenance(app):
     cid = _client(client, csrf)
     did = _analysis(client, csrf, cid)
     events = client.get(f"/drafts/{did}/events").text  # the running draft's channel (snapshot, then the rest)
-    d = _wait_draft(client, did)
+    d = wait_draft(client, did)
     assert d["status"] == "ready"
     reasons = [i["text"] for i in d["content"]["sections"]["reasons"]]
     assert reasons == ["父母期望高 " + XSS_IMG, "前次高考失利"]
@@ -228,7 +226,7 @@ def test_the_model_failing_leaves_an_editable_draft_and_the_input(tmp_path):
         csrf = _csrf(client, "alice")
         cid = _client(client, csrf)
         did = _analysis(client, csrf, cid, text="原始输入必须保留")
-        d = _wait_draft(client, did)
+        d = wait_draft(client, did)
         assert d["status"] == "failed" and d["input"] == "原始输入必须保留" and "Regenerate" in d["error"]
         page = client.get(f"/drafts/{did}")
         assert page.status_code == 200 and "原始输入必须保留" in page.text and "Save to notes" in page.text
@@ -242,10 +240,10 @@ def test_history_in_the_prompt_respects_the_budget_and_is_reported(tmp_path):
         cid = _client(client, csrf)
         for _ in range(4):  # four saved notes of history
             did = _analysis(client, csrf, cid)
-            _wait_draft(client, did)
+            wait_draft(client, did)
             client.post(f"/api/v1/drafts/{did}/save", json={}, headers={"X-CSRF-Token": csrf})
         did = _analysis(client, csrf, cid)
-        ctx = _wait_draft(client, did)["provenance"]["context"]
+        ctx = wait_draft(client, did)["provenance"]["context"]
         assert ctx["tokens"] <= 120 and (ctx["summarized"] or ctx["dropped"])
         assert len(ctx["whole"]) + len(ctx["summarized"]) + len(ctx["dropped"]) == 4
         page = client.get(f"/drafts/{did}").text
@@ -258,7 +256,7 @@ def test_edit_comment_regenerate_and_keep_what_the_counselor_wrote(app):
     csrf = _csrf(client, "alice")
     cid = _client(client, csrf)
     did = _analysis(client, csrf, cid)
-    d = _wait_draft(client, did)
+    d = wait_draft(client, did)
     first, second = d["content"]["sections"]["reasons"]
     hx = {"HX-Request": "true"}
     r = client.post(f"/drafts/{did}/items/{first['id']}/edit", data={"text": "我改写的原因", "csrf_token": csrf,
@@ -328,7 +326,7 @@ def test_a_crisis_in_the_session_input_shows_on_the_client(app):
     csrf = _csrf(client, "alice")
     cid = _client(client, csrf)
     did = _analysis(client, csrf, cid, text="来访者说：我已经写好了遗书，今晚就去跳楼。")
-    _wait_draft(client, did)
+    wait_draft(client, did)
     page = client.get(f"/clients/{cid}").text
     assert "Possible crisis" in page and "session input" in page
     assert client.get("/").text.count('class="badge urgent"') == 1  # the client list marks the client
@@ -433,12 +431,12 @@ def test_a_counselors_report_about_the_client_is_urgent_and_the_model_is_told(ap
     cid = _client(client, csrf)
     did = _analysis(client, csrf, cid, text="Client reports she has saved up her sleeping pills and plans to take "
                                             "them all on Friday night.")
-    d = _wait_draft(client, did)
+    d = wait_draft(client, did)
     pending = st.audit.pending()
     assert len(pending) == 1 and pending[0]["level"] == "urgent" and pending[0]["source"] == "note"
     assert d["provenance"]["crisis_guidance"] == "urgent"
     system = backend.calls[-1]["messages"][0]["content"]
     assert "Safety instruction" in system and "safety plan" in system and "Never describe methods" in system
     did2 = _analysis(client, csrf, cid, text="She enjoyed the weekend hiking with friends.")
-    assert _wait_draft(client, did2)["provenance"]["crisis_guidance"] is None
+    assert wait_draft(client, did2)["provenance"]["crisis_guidance"] is None
     assert "Safety instruction" not in backend.calls[-1]["messages"][0]["content"]
