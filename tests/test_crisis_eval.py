@@ -172,3 +172,17 @@ def test_no_text_copied_from_public_datasets(test_data, items):
     hits = [it["id"] for it in items
             if len(t := norm(it["text"])) >= (10 if it["lang"] == "zh" else 25) and t in blob]
     assert not hits, hits
+
+
+@pytest.mark.parametrize("name", ["crisis_eval_fresh3.jsonl", "crisis_eval_fresh4.jsonl"])
+def test_the_held_out_author_sets_load_and_stay_apart_from_the_bundled_set(items, name):
+    """The independent authors' sets (docs/safety.md: never tuned on) validate with the same loader, carry
+    constructs on every item, and share no id or text with the bundled set the rules are developed on."""
+    from importlib import resources
+
+    path = resources.files("psyassist") / "resources" / name
+    held = load_evalset(str(path))
+    assert len(held) >= 240 and all(it.get("constructs") is not None for it in held)
+    assert {it["lang"] for it in held} == {"en", "zh"} and {it["level"] for it in held} == {"none", "concern", "urgent"}
+    assert not {it["id"] for it in held} & {it["id"] for it in items}
+    assert not {it["text"] for it in held} & {it["text"] for it in items}
