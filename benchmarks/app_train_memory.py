@@ -6,9 +6,9 @@ The app trains a client's adapter on the counselor's machine, beside the model t
 SDPA's backward keeps every layer's attention matrices, so long notes cost memory fast. The job here
 is the app's own `app.training.train` on the default model (SmolLM2-135M-Instruct), 2 SFT steps of
 batch 2 over 4 examples cut at the job's 2,048-token limit (the length a history-rich session reaches),
-run once with `gradient_checkpointing=True` (the default) and once with False, each in a fresh process
-so that its peak RSS (ru_maxrss) is its own. The losses must be equal: checkpointing recomputes, it does
-not change the arithmetic. Prints one JSON line last and appends a row to benchmarks/RESULTS.md.
+run three times, each in a fresh process so that its peak RSS (ru_maxrss) is its own: the default
+(gradient checkpointing, and glibc told to return large freed blocks: psyassist.memory), with glibc's
+default heap instead, and without checkpointing. The losses must be equal: neither changes the arithmetic. Prints one JSON line last and appends a row to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -34,16 +34,18 @@ note = json.dumps({"counseling_question": "来访者希望改善睡眠", "reason
 examples = [Example([{"role": "system", "content": system}, {"role": "user", "content": user + str(i)}], note)
             for i in range(4)]
 t0 = time.perf_counter()
-out = train(TrainSpec(steps=2, batch_size=2, gradient_checkpointing=sys.argv[1] == "1"), examples)
+out = train(TrainSpec(steps=2, batch_size=2, gradient_checkpointing=sys.argv[1] == "1",
+                      release_memory=sys.argv[3] == "1"), examples)
 print(json.dumps({"seconds": round(time.perf_counter() - t0, 1), "train_tokens": out.figures["train_tokens"],
                   "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                   "losses": out.figures["losses"]}))
 '''
 
 
-def run(checkpointing: bool, threads: int) -> dict:
+def run(checkpointing: bool, threads: int, release: bool = True) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PSYASSIST_NO_PROGRESS": "1"}
-    p = subprocess.run([sys.executable, "-c", CHILD, "1" if checkpointing else "0", str(threads)],
+    p = subprocess.run([sys.executable, "-c", CHILD, "1" if checkpointing else "0", str(threads),
+                        "1" if release else "0"],
                        capture_output=True, text=True, env=env, check=False)
     if p.returncode != 0:
         raise SystemExit(f"the training job failed:\n{p.stderr[-3000:]}")
@@ -52,19 +54,24 @@ def run(checkpointing: bool, threads: int) -> dict:
 
 def main() -> None:
     threads = int(os.environ.get("BENCH_THREADS", "2"))
-    on, off = run(True, threads), run(False, threads)
-    if on["losses"] != off["losses"]:
-        raise SystemExit(f"checkpointing changed the losses: {on['losses']} vs {off['losses']}")
+    # The default job (checkpointing + large frees returned), then each of the two switched off alone.
+    on, heap, off = run(True, threads), run(True, threads, release=False), run(False, threads)
+    if not on["losses"] == heap["losses"] == off["losses"]:
+        raise SystemExit(f"the losses differ: {on['losses']} / {heap['losses']} / {off['losses']}")
     mem = on["peak_rss_mb"] / off["peak_rss_mb"]
     slow = on["seconds"] / off["seconds"]
-    print(f"with checkpointing: {on['peak_rss_mb']} MB, {on['seconds']} s; without: {off['peak_rss_mb']} MB, "
-          f"{off['seconds']} s; memory ×{mem:.2f}, time ×{slow:.2f}; {on['train_tokens']} tokens trained")
-    record("app_train_memory", {"checkpointing": on, "no_checkpointing": off, "memory_ratio": round(mem, 3),
-                                "time_ratio": round(slow, 3), "threads": threads,
-                                "load_avg_1m": round(os.getloadavg()[0], 2)},
+    heap_mem, heap_time = on["peak_rss_mb"] / heap["peak_rss_mb"], on["seconds"] / heap["seconds"]
+    print(f"default (checkpointing, large frees returned): {on['peak_rss_mb']} MB, {on['seconds']} s; glibc's "
+          f"default heap: {heap['peak_rss_mb']} MB, {heap['seconds']} s; no checkpointing: {off['peak_rss_mb']} MB, "
+          f"{off['seconds']} s; {on['train_tokens']} tokens trained")
+    record("app_train_memory", {"default": on, "glibc_heap": heap, "no_checkpointing": off,
+                                "memory_ratio": round(mem, 3), "time_ratio": round(slow, 3),
+                                "heap_memory_ratio": round(heap_mem, 3), "heap_time_ratio": round(heap_time, 3),
+                                "threads": threads, "load_avg_1m": round(os.getloadavg()[0], 2)},
            f"app adapter job, default model, 2 SFT steps × batch 2 × 2,048 tokens: peak RSS {on['peak_rss_mb']} MB "
-           f"with gradient checkpointing vs {off['peak_rss_mb']} MB without (×{mem:.2f}), {on['seconds']} s vs "
-           f"{off['seconds']} s (×{slow:.2f}); equal losses; {threads} torch threads")
+           f"(checkpointing + large frees returned, the default) vs {heap['peak_rss_mb']} MB with glibc's default heap "
+           f"(×{heap_mem:.2f}, time ×{heap_time:.2f}) vs {off['peak_rss_mb']} MB without checkpointing (×{mem:.2f}, "
+           f"time ×{slow:.2f}); equal losses; {threads} torch threads")
 
 
 if __name__ == "__main__":

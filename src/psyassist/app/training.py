@@ -66,6 +66,9 @@ class TrainSpec:
     # backward keeps every layer's attention matrices, which for 2 × 1.3k-token examples of the 135M default
     # model took the job to 15 GB (benchmarks/app_adapters.py); with checkpointing the peak is measured there.
     gradient_checkpointing: bool = True
+    # Large freed blocks go back to the OS (psyassist.memory): without it, glibc keeps what each layer frees
+    # and the job's peak RSS is about twice what it holds.
+    release_memory: bool = True
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -108,6 +111,10 @@ def train(spec: TrainSpec, examples: list[Example], *, progress: Callable[[dict]
 
     if not examples:
         raise PsyassistError("no training example: save at least one note drafted from a session input first")
+    if spec.release_memory:
+        from psyassist.memory import release_large_frees
+
+        release_large_frees()
     t0 = time.perf_counter()
     random.seed(spec.seed)
     torch.manual_seed(spec.seed)
