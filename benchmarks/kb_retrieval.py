@@ -1,28 +1,49 @@
 """Knowledge-library retrieval benchmark (issue 12 §4): recall@5/10, MRR@10 with 95% intervals for BM25,
-dense and hybrid in English and Chinese, and query latency on a 10,000-chunk index.
+dense and hybrid (plain and tuned reciprocal rank fusion) on two English sets and one Chinese set, and query
+latency on a 10,000-chunk index.
 
     PSYASSIST_TEST_DATA=../shared/data OMP_NUM_THREADS=1 .venv/bin/python benchmarks/kb_retrieval.py
 
 Relevance comes from the data, never from hand-picking:
 - en, CounselChat: query = a question's title + text; relevant = the chunks of the licensed therapists'
   answers to THAT question; the corpus = every answer in the file (2,129), chunked like a library document.
+- en, IMHI (MentalLLaMA test_complete: dreaddit, DR, loneliness, CAMS, Irf — the sets of whole Reddit
+  posts; t-sid's tweets, SAD's one-liners and MultiWD's six near-identical explanations per post left out):
+  query = a post (the text between "Post:" and the last "Question:", the question dropped); relevant = every
+  explanation written about THAT post (the answer after "Reasoning:", the label before it dropped; a post
+  asked two questions, or found in two sets, has two or more); the corpus = all 4,084 explanations, queries =
+  the 2,724 distinct posts. Not degenerate: the explanations paraphrase the post ("The post mentions the
+  poster's feelings of …") and share a stock vocabulary across posts, so BM25 finds the right one in the top
+  10 for under half the posts.
 - zh, CPsyCoun (CPsyCounD): query = a dialogue's opening client turn; relevant = the chunks of THAT
   dialogue's counselor replies (the replies only, one paragraph each); the corpus = the counselor sides of
   --zh-dialogues dialogues, the queried ones among them.
 recall@k = relevant chunks in the top k / all relevant chunks (a question with 4 answers × 2 chunks cannot
 reach 1.0 at k=5); success@k = any relevant chunk in the top k; MRR@10 = 1/rank of the first relevant.
-Intervals: percentile bootstrap over queries (2,000 resamples); "hybrid beats X" is the paired bootstrap
-interval of the MRR difference lying above 0.
+Intervals: percentile bootstrap over queries (2,000 resamples); "X beats Y" is the paired bootstrap
+interval of the difference lying above 0.
+
+Fusion, no tuning on test data: the hybrid's (dense weight, k) is chosen by MRR@10 on a random half of the
+CounselChat queries (dev; weights 1, 2, 3, 4, 6 × k 10, 20, 60), then that one setting is measured, fixed,
+beside plain RRF (k 60, equal weights) on the other CounselChat half and on all of IMHI (never used for
+choosing). `decision.make_default` says whether it may be Searcher's default: not below dense on MRR@10 on
+both held-out sets (mean paired difference ≥ 0) and above it on at least one (paired interval above 0); the
+Searcher's actual default is printed beside it. Query vectors are computed once per query for all modes and
+settings (so no latency is reported from those runs). Chinese is measured with the Searcher's default: the
+packaged MiniLM is English-only and left out of Chinese queries, so hybrid = BM25 there by construction;
+"ungated_rrf" is plain RRF with the model forced in.
 
 Latency: the en + zh indexes together, padded to 10,000 chunks with other CPsyCoun dialogues' counselor
 replies (real text and BM25 tokens; their vectors are random unit vectors — the dot-product cost does
-not depend on the values), loaded from SQLite; each query end to end (tokenize, BM25, embed the query,
-matrix-vector product, fuse). Prints one JSON line last and appends a row to benchmarks/RESULTS.md.
+not depend on the values), loaded from SQLite; each query end to end with the default Searcher (tokenize,
+BM25, embed the query, matrix-vector product, fuse). Prints one JSON line last and appends a row to
+benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import os
@@ -79,7 +100,41 @@ def build(lang: str, data: str | Path, *, n_queries: int | None, seed: int = 0, 
                   for d in picked]
         queried = picked[:n_queries] if n_queries else picked
         return corpus, [(d["messages"][0]["content"], d["id"]) for d in queried]
+    if lang == "imhi":
+        return build_imhi(data, n_queries=n_queries, seed=seed)
     raise ValueError(lang)
+
+
+IMHI_FILES = ("dreaddit", "DR", "loneliness", "CAMS", "Irf")  # the Reddit sets with whole posts (not tweets/SMS)
+
+
+def build_imhi(data: str | Path, *, n_queries: int | None, seed: int = 0, files=IMHI_FILES):
+    """IMHI (MentalLLaMA) test_complete: query = a Reddit post (the text between "Post:" and the last
+    "Question:"); relevant = every explanation written about THAT post (the answer after "Reasoning:", one
+    per row; a post asked several questions — Irf's two, or the same post in two sets — has several); the
+    corpus = every explanation of `files`."""
+    import re
+
+    rng = random.Random(seed)
+    posts: dict[str, str] = {}  # post text → group
+    corpus = []
+    for name in files:
+        with (Path(data) / "IMHI_MentalLLaMA" / "test_data" / "test_complete" / f"{name}.csv").open(
+                encoding="utf-8", newline="") as f:
+            for i, r in enumerate(csv.DictReader(f)):
+                q, a = r["query"], r["gpt-3.5-turbo"]
+                m = re.match(r"\s*Post:\s*(.*)\s+Question:", q, re.S)
+                if not m or "Reasoning:" not in a:
+                    continue
+                post = " ".join(m.group(1).split())
+                reason = a.split("Reasoning:", 1)[1].strip()
+                if not post or not reason:
+                    continue
+                group = posts.setdefault(post, f"p{len(posts)}")
+                corpus.append((group, f"{name}{i}", [reason]))
+    queries = [(post, g) for post, g in posts.items()]
+    chosen = rng.sample(queries, min(n_queries or len(queries), len(queries)))
+    return corpus, chosen
 
 
 def chunk_corpus(corpus, embedder, *, size: int = 200, overlap: int = 40):
@@ -122,8 +177,8 @@ def index_corpus(corpus, index: str | Path, embedder, *, vectors: bool = True) -
 def _group(path: str) -> str:
     return path.split("/")[2]
 
-
-def evaluate(searcher: Searcher, queries, modes=MODES, *, boot: int = 2000, seed: int = 0) -> dict:
+def evaluate(searcher: Searcher, queries, modes=MODES, *, boot: int = 2000, seed: int = 0,
+             per_query: bool = False) -> dict:
     """psyassist.kb.evaluate's scoring (the same as `psyassist kb eval`), relevance = the query's group."""
     n_rel = defaultdict(int)
     for r in searcher.rows:
@@ -131,57 +186,120 @@ def evaluate(searcher: Searcher, queries, modes=MODES, *, boot: int = 2000, seed
     qs = [Query(text=text, id=str(i), n_relevant=n_rel[group],
                 is_relevant=lambda row, g=group: _group(row["path"]) == g) for i, (text, group) in enumerate(queries)]
     out = kb_evaluate(searcher, qs, modes, boot=boot, seed=seed)
-    out.pop("per_query")
+    pq = out.pop("per_query")
+    if per_query:
+        out["per_query"] = {m: {k: np.array([q[k] for q in pq[m]]) for k in PAIRED} for m in modes}
     return out
 
 
-def fusion_study(searcher: Searcher, queries, *, seed: int = 7, boot: int = 2000) -> dict:
-    """Plain RRF of both retrievers with no language gate, and a weighted RRF (dense weight w, constant k)
-    chosen on a random half of the queries and measured on the other half against the best single
-    retriever there (paired bootstrap of the MRR@10 difference)."""
-    groups = [_group(r["path"]) for r in searcher.rows]
-    runs = [([i for i, _ in searcher.bm25_ranking(q, 50)], [i for i, _ in searcher.dense_ranking(q, 50)], g)
-            for q, g in queries]
+PAIRED = ("recall@5", "recall@10", "mrr@10")
+GRID_WEIGHTS = (1, 2, 3, 4, 6)
+GRID_K = (10, 20, 60)
 
-    def mrr(ranked, g):
-        return next((1 / (i + 1) for i, d in enumerate(ranked[:10]) if groups[d] == g), 0.0)
 
-    def fuse(b, d, w, k):  # kb.search.rrf with a weight on the dense ranks (same tie-breaks)
-        sc: dict[int, float] = {}
-        best: dict[int, int] = {}
-        for weight, ranking in ((1.0, b), (w, d)):
-            for r, i in enumerate(ranking, 1):
-                sc[i] = sc.get(i, 0.0) + weight / (k + r)
-                best[i] = min(best.get(i, r), r)
-        return sorted(sc, key=lambda i: (-sc[i], best[i], i))
+class CachedEmbedder:
+    """The embedder with each single query's vector remembered, so dense, plain and tuned hybrid embed a
+    query once (the same vector either way); everything else is the wrapped embedder's. `languages`
+    overrides the declared languages (None: ungated, for the zh "fuse it anyway" figure)."""
 
-    def scores(ids, f):
-        return np.array([mrr(f(runs[i][0], runs[i][1]), runs[i][2]) for i in ids])
+    _UNSET = object()
 
-    order = list(range(len(runs)))
+    def __init__(self, embedder, languages=_UNSET, cache: dict | None = None):
+        self._e = embedder
+        self._cache = {} if cache is None else cache
+        self.languages = embedder.languages if languages is CachedEmbedder._UNSET else languages
+
+    def __getattr__(self, name):
+        return getattr(self._e, name)
+
+    def encode(self, texts):
+        if len(texts) != 1:
+            return self._e.encode(texts)
+        if texts[0] not in self._cache:
+            self._cache[texts[0]] = self._e.encode(texts)[0]
+        return self._cache[texts[0]][None, :]
+
+
+def with_fusion(searcher: Searcher, *, rrf_k: float, dense_weight: float, embedder=None) -> Searcher:
+    """The same index (no BM25 rebuild) with other fusion parameters (and embedder)."""
+    s = copy.copy(searcher)
+    s.rrf_k, s.dense_weight = rrf_k, dense_weight
+    if embedder is not None:
+        s.embedder = embedder
+    return s
+
+
+def split_dev_test(queries, seed: int = 7):
+    """A random half for choosing the fusion (dev) and the other half for measuring it (test). Seed 7 is
+    the split of the earlier one-split study (RESULTS.md, 2026-12-06 06:22), so its test half has never
+    been used to choose anything."""
+    order = list(range(len(queries)))
     random.Random(seed).shuffle(order)
-    dev, test = order[: len(order) // 2], order[len(order) // 2:]
-    grid = [(w, k) for w in (0.25, 0.5, 1, 2, 3, 4, 6) for k in (10, 60)]
-    w, k = max(grid, key=lambda wk: scores(dev, lambda b, d: fuse(b, d, *wk)).mean())
-    tuned = scores(test, lambda b, d: fuse(b, d, w, k))
-    single = {"bm25": scores(test, lambda b, d: b), "dense": scores(test, lambda b, d: d)}
-    best = max(single, key=lambda m: single[m].mean())
-    diff = tuned - single[best]
-    bs = diff[np.random.default_rng(0).integers(0, len(diff), (boot, len(diff)))].mean(axis=1)
-    return {"plain_rrf_ungated_mrr@10": round(float(scores(order, lambda b, d: fuse(b, d, 1, RRF_K)).mean()), 4),
-            "tuned_on_dev": {"dense_weight": w, "k": k, "dev_queries": len(dev), "test_queries": len(test)},
-            "test_mrr@10": {"tuned_rrf": round(float(tuned.mean()), 4),
-                            **{m: round(float(v.mean()), 4) for m, v in single.items()}},
-            f"tuned_minus_{best}": round(float(diff.mean()), 4),
-            f"tuned_minus_{best}_ci95": [round(float(np.percentile(bs, q)), 4) for q in (2.5, 97.5)]}
+    half = len(order) // 2
+    return [queries[i] for i in order[:half]], [queries[i] for i in order[half:]]
 
 
-def verdict(res: dict) -> str:
-    """Does hybrid beat the best single retriever on MRR@10 (paired interval above 0)?"""
+def tune(searcher: Searcher, dev, *, weights=GRID_WEIGHTS, ks=GRID_K) -> dict:
+    """MRR@10 of the hybrid for every (dense weight, k) on the dev queries; the best is chosen (ties → the
+    earlier grid point: the smaller weight, then the smaller k)."""
+    grid = {}
+    for w in weights:
+        for k in ks:
+            r = evaluate(with_fusion(searcher, rrf_k=k, dense_weight=w), dev, ("hybrid",), boot=10)
+            grid[(w, k)] = r["hybrid"]["mrr@10"]
+    w, k = max(grid, key=lambda wk: (grid[wk], -list(grid).index(wk)))
+    return {"dense_weight": w, "k": k, "dev_queries": len(dev),
+            "dev_mrr@10": {f"w{w_}_k{k_}": v for (w_, k_), v in grid.items()}}
+
+
+def _ci(d: np.ndarray, idx: np.ndarray) -> list[float]:
+    bs = d[idx].mean(axis=1)
+    return [round(float(d.mean()), 4), round(float(np.percentile(bs, 2.5)), 4), round(float(np.percentile(bs, 97.5)), 4)]
+
+
+def held_out(searcher: Searcher, queries, tuned: dict, *, boot: int = 2000, seed: int = 0) -> dict:
+    """BM25, dense, plain RRF (k 60, equal weights) and the tuned RRF on the same queries, each metric with
+    its bootstrap interval, and paired intervals [mean, lo, hi] of each hybrid minus BM25 / dense / each
+    other (the same resamples for every difference)."""
+    plain = evaluate(with_fusion(searcher, rrf_k=RRF_K, dense_weight=1.0), queries, boot=boot, seed=seed,
+                     per_query=True)
+    mine = evaluate(with_fusion(searcher, rrf_k=tuned["k"], dense_weight=tuned["dense_weight"]), queries,
+                    ("hybrid",), boot=boot, seed=seed, per_query=True)
+    per = {**plain.pop("per_query"), "tuned": mine.pop("per_query")["hybrid"]}
+    per["rrf"] = per.pop("hybrid")
+    out = {"queries": len(queries), "bm25": plain["bm25"], "dense": plain["dense"],
+           "rrf": {k: v for k, v in plain["hybrid"].items() if not k.startswith("mrr_minus")},
+           "tuned": {k: v for k, v in mine["hybrid"].items() if not k.startswith("mrr_minus")}}
+    idx = np.random.default_rng(seed + 1).integers(0, len(queries), size=(boot, len(queries)))
+    for h, others in (("rrf", ("bm25", "dense")), ("tuned", ("bm25", "dense", "rrf"))):
+        for o in others:
+            out[h][f"minus_{o}"] = {m: _ci(per[h][m] - per[o][m], idx) for m in PAIRED}
+    for m in ("bm25", "dense", "rrf", "tuned"):
+        for k in ("p50_ms", "p95_ms"):  # query vectors are cached here: latency is measured in latency_10k
+            out[m].pop(k, None)
+    return out
+
+
+def decide(sets: dict) -> dict:
+    """The tuned RRF becomes Searcher's default only if, on MRR@10, it is not below dense on every held-out
+    set (mean paired difference ≥ 0) and beats it on at least one (paired 95% interval above 0)."""
+    diffs = {name: r["tuned"]["minus_dense"]["mrr@10"] for name, r in sets.items()}
+    not_below = all(d[0] >= 0 for d in diffs.values())
+    beats = [name for name, d in diffs.items() if d[1] > 0]
+    return {"tuned_minus_dense_mrr@10": diffs, "not_below_dense_on_all": not_below, "beats_dense_on": beats,
+            "make_default": bool(not_below and beats)}
+
+
+def verdict(res: dict, hybrid: str = "hybrid") -> str:
+    """Does the hybrid beat the best single retriever on MRR@10 (paired interval above 0)?"""
     best = max(("bm25", "dense"), key=lambda m: res[m]["mrr@10"])
-    lo, hi = res["hybrid"][f"mrr_minus_{best}_ci95"]
+    h = res[hybrid]
+    if f"minus_{best}" in h:
+        mean, lo, hi = h[f"minus_{best}"]["mrr@10"]
+    else:
+        mean, (lo, hi) = h[f"mrr_minus_{best}"], h[f"mrr_minus_{best}_ci95"]
     word = "beats" if lo > 0 else ("is below" if hi < 0 else "ties (interval spans 0)")
-    return f"hybrid {word} {best} ({res['hybrid'][f'mrr_minus_{best}']:+.3f} [{lo:+.3f}, {hi:+.3f}])"
+    return f"{word} {best} ({mean:+.3f} [{lo:+.3f}, {hi:+.3f}])"
 
 
 def main() -> None:
@@ -190,6 +308,8 @@ def main() -> None:
     ap.add_argument("--en-queries", type=int, default=None, help="Default: every CounselChat question (815).")
     ap.add_argument("--en-answers", type=int, default=None, help="Default: every answer (2,129); fewer for a "
                                                                      "quick run (the queried questions' answers kept).")
+    ap.add_argument("--imhi-queries", type=int, default=None, help="Default: every distinct IMHI post (2,724).")
+    ap.add_argument("--imhi-files", default=",".join(IMHI_FILES), help="IMHI test_complete sets in the corpus.")
     ap.add_argument("--zh-dialogues", type=int, default=600, help="CPsyCoun dialogues in the zh corpus.")
     ap.add_argument("--zh-queries", type=int, default=300, help="Of them, how many are queried.")
     ap.add_argument("--latency-chunks", type=int, default=10_000)
@@ -207,8 +327,10 @@ def main() -> None:
         f.unlink()
     t_start = time.time()
     embedder = load_embedder("default")
-    results, sizes, timing, embedded = {}, {}, {}, {}
+    cached = CachedEmbedder(embedder)
+    sizes, timing, embedded, searchers = {}, {}, {}, {}
     corpora = {"en": build("en", args.data, n_queries=args.en_queries, en_answers=args.en_answers),
+               "imhi": build_imhi(args.data, n_queries=args.imhi_queries, files=args.imhi_files.split(",")),
                "zh": build("zh", args.data, n_queries=args.zh_queries, zh_dialogues=args.zh_dialogues)}
     for lang, (corpus, queries) in corpora.items():
         t0 = time.time()
@@ -216,13 +338,36 @@ def main() -> None:
         sizes[lang] = {"documents": len(corpus), "chunks": write_index(embedded[lang], work / f"{lang}.sqlite"),
                        "queries": len(queries)}
         timing[f"index_{lang}_s"] = round(time.time() - t0, 1)
-        searcher = Searcher(KbStore(work / f"{lang}.sqlite").load(), embedder)
-        results[lang] = evaluate(searcher, queries)
-        results[lang]["verdict"] = verdict(results[lang])
-        results[lang]["fusion_study"] = fusion_study(searcher, queries)
-        print(lang, sizes[lang], json.dumps(results[lang], ensure_ascii=False), file=sys.stderr)
+        searchers[lang] = Searcher(KbStore(work / f"{lang}.sqlite").load(), cached)
 
-    # --- latency on 10k chunks: en + zh + padding from other dialogues -----------------------------
+    # --- English: choose (dense weight, k) on CounselChat dev, measure it on CounselChat test and IMHI ----
+    t0 = time.time()
+    dev, test = split_dev_test(corpora["en"][1])
+    tuned = tune(searchers["en"], dev)
+    sizes["en"].update(dev_queries=len(dev), test_queries=len(test))
+    print("tuned on CounselChat dev:", json.dumps(tuned), file=sys.stderr)
+    results = {"tuned_on_counselchat_dev": tuned,
+               "counselchat_test": held_out(searchers["en"], test, tuned),
+               "imhi": held_out(searchers["imhi"], corpora["imhi"][1], tuned)}
+    for name in ("counselchat_test", "imhi"):
+        for h in ("rrf", "tuned"):
+            results[name][h]["verdict"] = verdict(results[name], h)
+        print(name, json.dumps(results[name]), file=sys.stderr)
+    results["decision"] = decide({n: results[n] for n in ("counselchat_test", "imhi")})
+    timing["english_eval_s"] = round(time.time() - t0, 1)
+
+    # --- Chinese: the default Searcher (English model gated out → BM25), and plain RRF without the gate ---
+    t0 = time.time()
+    zq = corpora["zh"][1]
+    results["zh"] = evaluate(searchers["zh"], zq)
+    results["zh"]["verdict"] = verdict(results["zh"])
+    ungated = with_fusion(searchers["zh"], rrf_k=RRF_K, dense_weight=1.0,
+                          embedder=CachedEmbedder(embedder, languages=None, cache=cached._cache))
+    results["zh"]["ungated_rrf_mrr@10"] = evaluate(ungated, zq, ("hybrid",), boot=10)["hybrid"]["mrr@10"]
+    print("zh", json.dumps(results["zh"], ensure_ascii=False), file=sys.stderr)
+    timing["zh_eval_s"] = round(time.time() - t0, 1)
+
+    # --- latency on 10k chunks: en + zh + padding from other dialogues (the default Searcher, no cache) ---
     big = work / "all.sqlite"
     n = write_index({**embedded["en"], **embedded["zh"]}, big)
     used = {g for g, _, _ in corpora["zh"][0]}
@@ -260,30 +405,42 @@ def main() -> None:
                     "bm25_build_s": round(t_bm25, 2), "vectors_mb": round(loaded.vectors.nbytes / 1e6, 1),
                     "db_mb": round(big.stat().st_size / 1e6, 1), "queries": len(lat_q)})
     load = os.getloadavg()[0]
+    default = {"rrf_k": searcher.rrf_k, "dense_weight": searcher.dense_weight}
     res = {"embedder": embedder.name, "chunk_tokens": 200, "overlap_tokens": 40, "sizes": sizes,
-           "retrieval": results, "latency_10k": latency, "timing": timing,
+           "searcher_default": default, "retrieval": results, "latency_10k": latency, "timing": timing,
            "wall_s": round(time.time() - t_start, 1), "peak_rss_mb": round(peak_rss_mb()),
            "torch_threads": torch.get_num_threads(), "load_avg": round(load, 1)}
 
-    def fmt(lang):
-        r = results[lang]
-        return (f"{lang}: " + "; ".join(
-            f"{m} R@5 {r[m]['recall@5']:.3f} R@10 {r[m]['recall@10']:.3f} MRR {r[m]['mrr@10']:.3f} "
-            f"[{r[m]['mrr@10_ci95'][0]:.3f}, {r[m]['mrr@10_ci95'][1]:.3f}]" for m in MODES) + f" → {r['verdict']}"
-            + f"; {fusion_line(r['fusion_study'])}")
+    def ci(x):
+        return f"[{x[0]:.3f}, {x[1]:.3f}]"
 
-    def fusion_line(f):
-        d = next(k for k in f if k.startswith("tuned_minus_") and not k.endswith("ci95"))
-        lo, hi = f[d + "_ci95"]
-        return (f"ungated plain RRF MRR {f['plain_rrf_ungated_mrr@10']:.3f}; RRF tuned on half the queries (dense "
-                f"×{f['tuned_on_dev']['dense_weight']}, k={f['tuned_on_dev']['k']}) on the other half "
-                f"{f['test_mrr@10']['tuned_rrf']:.3f} vs {d[12:]} {f['test_mrr@10'][d[12:]]:.3f} "
-                f"({f[d]:+.3f} [{lo:+.3f}, {hi:+.3f}])")
+    def held(name):
+        r = results[name]
+        parts = [f"{m} R@5 {r[m]['recall@5']:.3f} R@10 {r[m]['recall@10']:.3f} MRR {r[m]['mrr@10']:.3f} "
+                 f"{ci(r[m]['mrr@10_ci95'])}" for m in ("bm25", "dense")]
+        for h, label in (("rrf", "plain RRF"), ("tuned", "tuned RRF")):
+            d = r[h]["minus_dense"]
+            parts.append(f"{label} R@5 {r[h]['recall@5']:.3f} R@10 {r[h]['recall@10']:.3f} MRR {r[h]['mrr@10']:.3f} "
+                         f"{ci(r[h]['mrr@10_ci95'])} {r[h]['verdict']}, R@5 vs dense {d['recall@5'][0]:+.3f} "
+                         f"[{d['recall@5'][1]:+.3f}, {d['recall@5'][2]:+.3f}]")
+        return "; ".join(parts)
 
-    summary = (f"{embedder.name}, {sizes['en']['queries']} en queries over {sizes['en']['chunks']} chunks "
-               f"(CounselChat), {sizes['zh']['queries']} zh over {sizes['zh']['chunks']} (CPsyCoun); {fmt('en')}; "
-               f"{fmt('zh')}; p95 at {latency['chunks']:,} chunks: bm25 {latency['bm25']['p95_ms']} ms, dense "
-               f"{latency['dense']['p95_ms']} ms, hybrid {latency['hybrid']['p95_ms']} ms (target < 100 ms: "
+    z = results["zh"]
+    dec = results["decision"]
+    w, k = tuned["dense_weight"], tuned["k"]
+    dev_mrr, dev_plain = tuned["dev_mrr@10"][f"w{w}_k{k}"], tuned["dev_mrr@10"][f"w1_k{RRF_K}"]
+    summary = (f"{embedder.name}; fusion chosen on {len(dev)} CounselChat dev queries from dense weight "
+               f"{{{','.join(map(str, GRID_WEIGHTS))}}} × k {{{','.join(map(str, GRID_K))}}}: dense ×"
+               f"{w}, k={k} (dev MRR {dev_mrr:.3f} vs plain {dev_plain:.3f}); held out — CounselChat test "
+               f"({len(test)} queries, {sizes['en']['chunks']} chunks): {held('counselchat_test')}; IMHI "
+               f"({sizes['imhi']['queries']} posts, {sizes['imhi']['chunks']} chunks): {held('imhi')}; "
+               f"→ tuned as default: **{'yes' if dec['make_default'] else 'no'}** (Searcher default now dense ×"
+               f"{default['dense_weight']}, k={default['rrf_k']}); zh ({sizes['zh']['queries']} over "
+               f"{sizes['zh']['chunks']}, CPsyCoun): bm25 R@5 {z['bm25']['recall@5']:.3f} R@10 "
+               f"{z['bm25']['recall@10']:.3f} MRR {z['bm25']['mrr@10']:.3f} {ci(z['bm25']['mrr@10_ci95'])}; dense MRR "
+               f"{z['dense']['mrr@10']:.3f}; hybrid = BM25 (English model gated out), ungated plain RRF MRR "
+               f"{z['ungated_rrf_mrr@10']:.3f}; p95 at {latency['chunks']:,} chunks: bm25 {latency['bm25']['p95_ms']} "
+               f"ms, dense {latency['dense']['p95_ms']} ms, hybrid {latency['hybrid']['p95_ms']} ms (target < 100 ms: "
                f"**{'met' if latency['hybrid']['p95_ms'] < 100 else 'missed'}**); {torch.get_num_threads()} torch "
                f"thread(s), load avg {load:.1f}")
     record("kb_retrieval", res, summary)

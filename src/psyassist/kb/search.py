@@ -1,4 +1,5 @@
-"""Hybrid retrieval: BM25 (bm25s; jieba words for Chinese) + dense (numpy dot), fused by reciprocal rank.
+"""Hybrid retrieval: BM25 (bm25s; jieba words for Chinese) + dense (numpy dot), fused by reciprocal rank
+with the dense ranks weighted (Searcher's default dense ×6, k = 20; `rrf` itself defaults to equal weights, k 60).
 
     python -c "from psyassist.kb.search import rrf; print(rrf([[3, 1, 2], [1, 2, 3]]))"
 
@@ -20,6 +21,12 @@ from psyassist.optional import require
 
 MODES = ("hybrid", "bm25", "dense")
 RRF_K = 60  # the constant of Cormack et al. (2009); ranks below ~60 add little
+# Searcher's hybrid: score = 1/(k + BM25 rank) + dense_weight/(k + dense rank). Chosen on half the
+# CounselChat queries (weights 1-6 × k 10/20/60) with the packaged MiniLM; on the held-out CounselChat half
+# and on IMHI (never used for choosing) it is not below dense and beats it on IMHI, while plain RRF (k 60,
+# equal weights) is below dense on CounselChat. benchmarks/kb_retrieval.py, docs/kb.md "Measured quality".
+HYBRID_RRF_K = 20
+HYBRID_DENSE_WEIGHT = 6.0
 
 _RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+|[a-z0-9]+(?:'[a-z]+)?")
 _ZH_STOP = set("的 了 是 在 和 也 就 都 而 及 与 着 或 吗 呢 吧 啊 呀 哦 嗯 把 被 让 给 这 那 之 其 很 还 又 么 个 有 我 你 他 她 它 "
@@ -66,22 +73,36 @@ def query_language(text: str) -> str:
     return "zh" if letters and cjk / letters >= 0.3 else "en"
 
 
-def rrf(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> list[tuple[int, float]]:
-    """Reciprocal rank fusion: score(d) = Σ 1/(k + rank), rank 1-based; ties → best single rank, then id."""
+def rrf(rankings: Sequence[Sequence[int]], k: float = RRF_K,
+        weights: Sequence[float] | None = None) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion: score(d) = Σ w_i / (k + rank_i), rank 1-based, w_i = 1 unless `weights` (one
+    per ranking) says otherwise; ties → best single rank, then id."""
+    if weights is None:
+        weights = [1.0] * len(rankings)
+    if len(weights) != len(rankings):
+        raise ValueError(f"{len(weights)} weights for {len(rankings)} rankings")
+    if any(w < 0 for w in weights) or k < 0:
+        raise ValueError(f"weights and k must be ≥ 0, got weights {list(weights)}, k {k}")
     score: dict[int, float] = {}
     best: dict[int, int] = {}
-    for ranking in rankings:
+    for w, ranking in zip(weights, rankings, strict=True):
         for r, d in enumerate(ranking, start=1):
-            score[d] = score.get(d, 0.0) + 1.0 / (k + r)
+            score[d] = score.get(d, 0.0) + w / (k + r)
             best[d] = min(best.get(d, r), r)
     return sorted(score.items(), key=lambda x: (-x[1], best[x[0]], x[0]))
 
 
 class Searcher:
-    """An in-memory index over loaded chunks; `embedder` is needed for the dense and hybrid modes."""
+    """An in-memory index over loaded chunks; `embedder` is needed for the dense and hybrid modes.
+    Hybrid = `rrf` of the BM25 and dense rankings with constant `rrf_k` and the dense ranks weighted
+    `dense_weight` (BM25's weight 1); a query the embedder's languages leave out is ranked by BM25 alone."""
 
-    def __init__(self, loaded: LoadedChunks, embedder=None):
+    def __init__(self, loaded: LoadedChunks, embedder=None, *, rrf_k: float = HYBRID_RRF_K,
+                 dense_weight: float = HYBRID_DENSE_WEIGHT):
+        if rrf_k < 0 or dense_weight < 0:
+            raise ValueError(f"rrf_k and dense_weight must be ≥ 0, got {rrf_k}, {dense_weight}")
         self.rows, self.vectors, self.embedder = loaded.rows, loaded.vectors, embedder
+        self.rrf_k, self.dense_weight = rrf_k, dense_weight
         self.bm25 = None
         if self.rows:
             bm25s = require("bm25s", "BM25 in the knowledge library")
@@ -117,7 +138,7 @@ class Searcher:
         use_dense = mode == "dense" or (mode == "hybrid" and self.dense_applies(query))
         d = self.dense_ranking(query, n) if use_dense else []
         if mode == "hybrid":
-            fused = rrf([[i for i, _ in b], [i for i, _ in d]])
+            fused = rrf([[i for i, _ in b], [i for i, _ in d]], k=self.rrf_k, weights=(1.0, self.dense_weight))
         else:
             fused = b or d
         b_rank = {i: r for r, (i, _) in enumerate(b, 1)}
