@@ -4,7 +4,8 @@ upload a document on the Library page, search it, draft a note that cites it, op
     PSYASSIST_SCREENSHOTS=/tmp/shots pytest -m slow tests/test_app_browser_library.py
 
 The model is a scripted OpenAI-compatible endpoint (the app's `backend: openai` path, over HTTP): it
-answers with a draft whose advice cites passage [1], so the test checks what the app does with a
+answers with a draft whose advice cites the grounding passage by the number the prompt gave it, so the
+test checks what the app does with a
 citation — the passage was in the prompt, the chip names its document, a click shows its text — without
 depending on whether a 135M model chooses to cite.
 """
@@ -47,11 +48,15 @@ class ScriptedEndpoint:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 owner.requests.append(body)
+                # Cite the passage about grounding by the number the app gave it, as a careful model would.
+                prompt = body["messages"][-1]["content"]
+                n = re.search(r"^\[(\d+)\][^\n]*grounding exercise", prompt, re.M)
+                reply = REPLY.replace("[1]", f"[{n.group(1)}]") if n else REPLY
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
-                for i in range(0, len(REPLY), 16):
-                    chunk = {"choices": [{"delta": {"content": REPLY[i:i + 16]}, "finish_reason": None}]}
+                for i in range(0, len(reply), 16):
+                    chunk = {"choices": [{"delta": {"content": reply[i:i + 16]}, "finish_reason": None}]}
                     self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                 done = {"choices": [{"delta": {}, "finish_reason": "stop"}], "usage": {"completion_tokens": 60}}
                 self.wfile.write(f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())
@@ -118,21 +123,24 @@ def test_upload_search_and_a_cited_passage_in_a_draft(tmp_path, page, shots):
             draft_url = page.url
             page.wait_for_selector("#draft-body", timeout=120_000)
             prompt = endpoint.requests[0]["messages"][1]["content"]
-            assert "[1] Grounding for panic" in prompt and "5-4-3-2-1 grounding exercise" in prompt
+            assert "5-4-3-2-1 grounding exercise" in prompt  # the matching passage was offered
+            # The endpoint cited the grounding passage by its number, wherever the ranking put it: the chip
+            # must open exactly that passage.
+            first = re.search(r"^\[\d+\] Grounding for panic[^:]*: (.*grounding exercise.*)$", prompt, re.M).group(1)
             cite = page.locator("#draft-body details.cite").first
             expect(cite.locator("summary")).to_contain_text("Grounding for panic")
             item = page.locator("#draft-body li.draft-item", has=page.locator("details.cite")).first
             expect(item.locator(".item-text")).to_have_text(
                 "Practise the 5-4-3-2-1 grounding exercise when panic rises")  # the mark became the chip
             cite.locator("summary").click()
-            expect(cite.locator("blockquote")).to_contain_text("name five things you see")
+            expect(cite.locator("blockquote")).to_contain_text(first[:40])
             expect(page.locator("#draft-library")).to_contain_text(re.compile(r"Passages offered to the model \([12]\)"))
             shots(page, "draft-citation")
 
             cite.get_by_role("link", name="Open passage").click()
             page.wait_for_url(re.compile(r"/library/passages/\d+$"))
             expect(page.get_by_role("heading", name="Grounding for panic")).to_be_visible()
-            expect(page.locator("blockquote.passage")).to_contain_text("one you taste")
+            expect(page.locator("blockquote.passage")).to_contain_text(first[-40:])
             shots(page, "passage")
 
             # Similar cases: save this draft as a note, draft the next session, and the card finds the note.
