@@ -302,6 +302,37 @@ def test_two_worker_processes_run_each_of_ten_jobs_exactly_once(tmp_path, postgr
     assert {r["worker"] for r in ran} == {"w0", "w1"}  # both workers took part
 
 
+@pytest.mark.slow
+def test_workers_starting_together_on_a_fresh_database_all_claim_without_error(tmp_path, postgres_url):
+    """The first claims on PostgreSQL create the lock row: eight at once must not trip on its unique key."""
+    import threading
+
+    st = make_state(tmp_path, postgres_url)
+    try:
+        ws = Workspace(st, _actor(st, "alice"))
+        ids = {ws.start_training(ws.create_client(f"C{i}")) for i in range(3)}
+        st.cfg.max_running_jobs = 8
+        barrier, got, errors = threading.Barrier(8), [], []
+
+        def worker(i: int) -> None:
+            barrier.wait()
+            try:
+                got.append(jobs.claim(st, f"w{i}"))
+            except Exception as e:  # noqa: BLE001 — collected, asserted below
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        claimed = [j for j in got if j is not None]
+        assert sorted(claimed) == sorted(ids)  # each job exactly once, the other five claims found none
+    finally:
+        st.close()
+
+
 def test_backups_carry_the_sealed_adapters_and_drop_a_deleted_clients(tmp_path):
     from psyassist.app.backup import backup, restore
     from psyassist.app.store.blobs import open_store

@@ -85,10 +85,13 @@ def claim(st, worker: str) -> str | None:
     now = utcnow()
     with st.db.write() as s:
         if st.db.dialect == "postgresql":
-            lock = s.get(Meta, "jobs_lock", with_for_update=True)
-            if lock is None:  # first use: create the lock row (a unique key, so racing creators conflict once)
-                s.add(Meta(key="jobs_lock", value=b"1"))
-                s.flush()
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            # The lock row exists after this, whoever created it: two workers starting together used to both
+            # see no row, both insert, and one died on the unique key (CI caught it, 1 run in ~5).  ON CONFLICT
+            # waits for the other creator's commit, then does nothing.
+            s.execute(pg_insert(Meta).values(key="jobs_lock", value=b"1").on_conflict_do_nothing(index_elements=["key"]))
+            s.get(Meta, "jobs_lock", with_for_update=True)
         running = s.scalar(select(func.count()).select_from(Job).where(Job.status == "running"))
         if running >= st.cfg.max_running_jobs:
             return None
