@@ -109,7 +109,7 @@ def test_upload_search_and_a_cited_passage_in_a_draft(tmp_path, page, shots):
             results = page.locator("ol.results > li")
             expect(results.first).to_contain_text("Grounding for panic")
             expect(results.first).to_contain_text("5-4-3-2-1 grounding exercise")
-            expect(page.locator("#library-search")).to_contain_text("fused")  # English: BM25 + MiniLM
+            expect(page.locator("#library-search")).to_contain_text("meaning (all-MiniLM-L6-v2), fused")
             shots(page, "library-search")
 
             # A client and a draft: the model is offered the passage and cites it.

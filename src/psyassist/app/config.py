@@ -63,6 +63,7 @@ class AppConfig:
     job_timeout_s: int = 120  # a running job without a heartbeat this long is retried (or failed)
     job_max_attempts: int = 2
     similar_dense: bool = False  # similar cases: also embed notes with the English MiniLM (costs seconds per 1k notes)
+    similar_embed_model: str = "default"  # with similar_dense: the model ('en=default;zh=DIR' adds a Chinese one)
     # --- the knowledge library (issue 12) ---
     library: bool = True  # the Library page, and library passages in drafts and chat
     kb_embed_model: str = "default"  # 'default' (packaged English MiniLM), a sentence-transformers dir, or the endpoint's name
@@ -72,7 +73,8 @@ class AppConfig:
     kb_max_documents: int = 500  # per counselor
     kb_passages: int = 4  # passages offered to the model per draft / chat reply
     kb_context_tokens: int = 700  # their token budget in the prompt
-    kb_min_similarity: float = 0.35  # dense cosine a passage needs when BM25 did not find it (MiniLM scale)
+    kb_min_similarity: float = 0.35  # dense cosine a passage needs when BM25 did not find it (MiniLM scale; a
+    # model from `kb train-embedder` brings its own floor for its languages)
     memorization_policy: str = "block"  # block: an adapter that recites notes is held back; warn: used, flagged
     dtype: str = "auto"
     device: str | None = None

@@ -37,7 +37,7 @@ from psyassist.errors import PsyassistError
 from psyassist.kb.embed import load_embedder
 from psyassist.kb.ingest import Ingestor
 from psyassist.kb.parse import SUFFIXES, KbFileError
-from psyassist.kb.search import Searcher
+from psyassist.kb.search import Searcher, query_language
 from psyassist.kb.store import KbStore, LoadedChunks
 
 log = logging.getLogger("psyassist.app")
@@ -48,6 +48,15 @@ _CITE = re.compile(r"\s*(?:\[|【)\s*(\d{1,2}(?:\s*[,，、]\s*\d{1,2})*)\s*(?:\
 
 def own_library(user_id: str) -> str:
     return f"u:{user_id}"
+
+
+def model_label(embedder, query: str) -> str:
+    """The model that ranked this query by meaning, as a person would name it: 'all-MiniLM-L6-v2', or with
+    one model per language the query's own ('zh-static')."""
+    parts = getattr(embedder, "parts", None)
+    if parts:
+        embedder = parts.get(query_language(query), embedder)
+    return str(getattr(embedder, "name", "")).split(":", 1)[-1]
 
 
 def where(p: dict) -> str:
@@ -331,7 +340,8 @@ class AppLibrary:
         for h in hits:
             h["shared"] = h["library"] != mine
             h["where"] = where(h)
-        return {"query": query, "mode": mode, "results": hits, "dense": dense, "ranking": ranking}
+        return {"query": query, "mode": mode, "results": hits, "dense": dense, "ranking": ranking,
+                "model": model_label(s.embedder, query) if dense else ""}
 
     def passage(self, user_id: str, chunk_id: int) -> dict:
         """One passage of the counselor's own or the shared library, with its neighbours' positions."""
@@ -362,8 +372,10 @@ class AppLibrary:
             return []
         mode = "hybrid" if s.embedder is not None else "bm25"
         chosen, used = [], 0
+        # a model trained by `kb train-embedder` knows the cosine an unrelated passage reaches on its own scale
+        floor = (getattr(s.embedder, "min_similarity", None) or {}).get(query_language(query), cfg.kb_min_similarity)
         for h in s.search(query.strip()[:2000], k=cfg.kb_passages * 3, mode=mode):
-            if h["bm25_rank"] is None and (h["dense_score"] or 0.0) < cfg.kb_min_similarity:
+            if h["bm25_rank"] is None and (h["dense_score"] or 0.0) < floor:
                 continue  # dense alone always returns something: an unrelated library must offer nothing
             p = {**h, "n": len(chosen) + 1, "text_sha": hashlib.sha256(h["text"].encode()).hexdigest()[:16]}
             cost = count_tokens(f"[{p['n']}] {p['title']} ({where(p)}): {p['text']}")

@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 SNIPPET_CHARS = 140
 CANDIDATES = 50  # per retriever before fusion, as in kb.search
 EMBED_BATCH = 32  # notes per encode call of the embedding thread (the index lock is free in between)
-DEFAULT_EMBEDDER = "st:all-MiniLM-L6-v2"  # kb.embed.load_embedder("default").name
 
 
 def note_text(sections: dict | None) -> str:
@@ -99,12 +98,13 @@ class CounselorIndex:
 class SimilarCache:
     """Per-counselor indexes.  `dense`: 'off' (setting), 'missing' (no sentence-transformers) or 'on'."""
 
-    def __init__(self, *, dense: bool = False, idle_hours: float = 12.0):
+    def __init__(self, *, dense: bool = False, idle_hours: float = 12.0, embed_model: str = "default"):
         self._indexes: dict[str, CounselorIndex] = {}
         self._lock = threading.Lock()
         self._embed_lock = threading.Lock()
         self.idle_s = idle_hours * 3600
         self.want_dense = dense
+        self.embed_model = embed_model  # kb.embed.load_embedder's spec: 'default', a directory, 'en=default;zh=DIR'
         self._embedder = None
         self._embedder_state = "off" if not dense else None  # resolved at the first build
 
@@ -174,7 +174,7 @@ class SimilarCache:
             require("sentence_transformers", "dense similar-case search")
             from psyassist.kb.embed import load_embedder
 
-            self._embedder = load_embedder("default")
+            self._embedder = load_embedder(self.embed_model)
             self._embedder_state = "on"
         except MissingDependency:
             self._embedder_state = "missing"  # BM25 alone; the card says why
@@ -226,7 +226,11 @@ class SimilarCache:
 
     def embedder_name(self) -> str:
         """The name stored vectors must carry to be reused (the packaged MiniLM's until one is loaded)."""
-        return self._embedder.name if self._embedder is not None else DEFAULT_EMBEDDER
+        if self._embedder is not None:
+            return self._embedder.name
+        from psyassist.kb.embed import embedder_name
+
+        return embedder_name(self.embed_model)
 
     @staticmethod
     def _store(ws: Workspace, entries: list[dict]) -> None:
@@ -286,7 +290,11 @@ class SimilarCache:
                     d = _top(idx.vectors @ self._embedder.encode([query])[0], n)
                 else:
                     reason = "dense_language"
-            fused = rrf([[i for i, _ in b], [i for i, _ in d]]) if d else b
+            # plain RRF, unless the model chose its own fusion for this language (kb train-embedder)
+            f = (getattr(self._embedder, "fusion", None) or {}).get(query_language(query)) if d else None
+            fused = (b if not d else rrf([[i for i, _ in b], [i for i, _ in d]], k=f["rrf_k"],
+                                         weights=(1.0, f["dense_weight"])) if f else
+                     rrf([[i for i, _ in b], [i for i, _ in d]]))
             results, term_set = [], set(terms)
             for i, score in fused:
                 e = idx.entries[idx.order[i]]

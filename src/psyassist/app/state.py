@@ -98,7 +98,8 @@ def open_state(cfg: AppConfig, *, create: bool = True) -> AppState:
 
         st = AppState(cfg, db, master, where, Vault(db, master), audit, templates,
                       blobs=open_store(cfg.adapter_store_url),
-                      similar=SimilarCache(dense=cfg.similar_dense, idle_hours=cfg.session_hours))
+                      similar=SimilarCache(dense=cfg.similar_dense, idle_hours=cfg.session_hours,
+                                         embed_model=cfg.similar_embed_model))
         from psyassist.app.library import AppLibrary
 
         st.library = AppLibrary(st)

@@ -228,3 +228,84 @@ def kb_remove(
         console.print(f"removed {found[0]['path']} ({found[0]['n_chunks']} chunks)")
     if missing:
         raise PsyassistError(f"not in the library {index}: {', '.join(missing)}; see `psyassist kb list`")
+
+
+@kb_app.command("train-embedder")
+def kb_train_embedder(
+    sources: list[str] = typer.Argument(..., help="Counseling dialogues: files or directories in any format "
+                                                  "`psyassist data prepare` reads (SMILECHAT, CPsyCoun, ShareGPT, …)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The model directory to write (replaced when complete)."),
+    lang: list[str] = typer.Option(["zh"], "--lang", help="The language(s) the model is for; hybrid search uses "
+                                                         "it for these queries only (en, zh)."),
+    vocab: int = typer.Option(30_000, "--vocab", help="Tokenizer vocabulary size."),
+    dim: int = typer.Option(256, "--dim", help="Vector dimensions."),
+    epochs: int = typer.Option(8, "--epochs"),
+    batch: int = typer.Option(1024, "--batch", help="Pairs per step; every other pair of the batch is a negative."),
+    lr: float = typer.Option(0.05, "--lr"),
+    dev: int = typer.Option(600, "--dev", help="Dialogues held out to choose the fusion and report quality."),
+    max_dialogues: int | None = typer.Option(None, "--max-dialogues", help="Use at most this many dialogues."),
+    seed: int = typer.Option(0, "--seed"),
+    fmt: str = typer.Option("auto", "--format", help="Force one reader (see `psyassist data formats`)."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad records instead of stopping."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Train a small static embedding model from dialogues (CPU, minutes), for a language the packaged
+    English model does not read. Use it with --embed-model DIR, or beside the default: 'en=default;zh=DIR'.
+
+    psyassist kb train-embedder ../shared/data/SMILECHAT/smilechat_messages.jsonl.gz --out models/zh-static
+    """
+    from psyassist.kb.train_embedder import TrainSettings, train_embedder
+    from psyassist.ui import console, err_console
+
+    bad = [x for x in lang if x not in ("en", "zh")]
+    if bad:
+        raise PsyassistError(f"--lang must be en or zh, got {', '.join(bad)}")
+    settings = TrainSettings(vocab=vocab, dim=dim, epochs=epochs, batch=batch, lr=lr, dev=dev, seed=seed,
+                             languages=tuple(dict.fromkeys(lang)), max_dialogues=max_dialogues)
+    rep = train_embedder(sources, out, settings, fmt=fmt, skip_invalid=skip_invalid,
+                         log=lambda s: err_console.print(s, markup=False, soft_wrap=True))
+    if as_json:
+        print(json.dumps(rep.as_dict(), ensure_ascii=False, indent=2))
+        return
+    mrr = rep.dev.get("mrr@10", {})
+    best = f"hybrid_w{rep.fusion['dense_weight']:g}_k{rep.fusion['rrf_k']}" if rep.fusion else None
+    if mrr:
+        console.print(f"held-out dialogues ({rep.dev['queries']} queries over {rep.dev['replies']} replies), "
+                      f"MRR@10: BM25 {mrr['bm25']:.3f}, this model {mrr['dense']:.3f}, hybrid {mrr[best]:.3f} "
+                      f"(dense ×{rep.fusion['dense_weight']:g}, k {rep.fusion['rrf_k']})", soft_wrap=True)
+    console.print(f"wrote {rep.out} ({rep.dialogues} dialogues, {rep.vocab} tokens × {rep.dim}, {rep.seconds:.0f} s). "
+                  f"Use it: psyassist kb ingest FILES --embed-model 'en=default;zh={rep.out}'", soft_wrap=True,
+                  markup=False)
+
+
+@kb_app.command("reembed")
+def kb_reembed(
+    index: str = INDEX,
+    embed_model: str = typer.Option(..., "--embed-model", help="The new model: 'default', a directory, "
+                                                               "'en=default;zh=DIR', or with --embed-url a name."),
+    embed_url: str | None = typer.Option(None, "--embed-url", help="An OpenAI-compatible endpoint."),
+    tokenizer: str | None = typer.Option(None, "--tokenizer", help="With --embed-url: a local tokenizer directory."),
+    library: str = LIBRARY,
+    all_libraries: bool = typer.Option(False, "--all-libraries", help="Every library of the index (the app's "
+                                                                      "database: each counselor's and the clinic's)."),
+) -> None:
+    """Switch an index to another embedding model: every chunk's vector is recomputed (one transaction per
+    library; BM25 and the chunks are kept). The app picks the new vectors up at the next search; set its
+    kb_embed_model to the same value.
+
+    psyassist kb reembed --index sqlite:///DATA/app.db --all-libraries --embed-model 'en=default;zh=models/zh-static'
+    """
+    from psyassist.kb.embed import load_embedder
+    from psyassist.kb.store import KbStore
+    from psyassist.ui import console
+
+    if "://" not in index and not Path(index).is_file():
+        raise PsyassistError(f"no library index at {index}")
+    libraries = KbStore(index).libraries() if all_libraries else [library]
+    if not libraries:
+        raise PsyassistError(f"the index {index} has no documents to re-embed")
+    embedder = load_embedder(embed_model, url=embed_url, tokenizer=tokenizer)
+    for lib in libraries:
+        store = KbStore(index, library=lib)
+        n = store.reembed(embedder, {"embed_model": embed_model, "embed_url": embed_url or ""})
+        console.print(f"re-embedded {n} chunks of library {lib or '(default)'} with {embedder.name}", markup=False)

@@ -95,14 +95,16 @@ def rrf(rankings: Sequence[Sequence[int]], k: float = RRF_K,
 class Searcher:
     """An in-memory index over loaded chunks; `embedder` is needed for the dense and hybrid modes.
     Hybrid = `rrf` of the BM25 and dense rankings with constant `rrf_k` and the dense ranks weighted
-    `dense_weight` (BM25's weight 1); a query the embedder's languages leave out is ranked by BM25 alone."""
+    `dense_weight` (BM25's weight 1); a query the embedder's languages leave out is ranked by BM25 alone.
+    With `per_language` (the default), an embedder that declares a fusion for the query's language (one
+    trained by `psyassist kb train-embedder` chose it on its held-out dialogues) is fused that way instead."""
 
     def __init__(self, loaded: LoadedChunks, embedder=None, *, rrf_k: float = HYBRID_RRF_K,
-                 dense_weight: float = HYBRID_DENSE_WEIGHT):
+                 dense_weight: float = HYBRID_DENSE_WEIGHT, per_language: bool = True):
         if rrf_k < 0 or dense_weight < 0:
             raise ValueError(f"rrf_k and dense_weight must be ≥ 0, got {rrf_k}, {dense_weight}")
         self.rows, self.vectors, self.embedder = loaded.rows, loaded.vectors, embedder
-        self.rrf_k, self.dense_weight = rrf_k, dense_weight
+        self.rrf_k, self.dense_weight, self.per_language = rrf_k, dense_weight, per_language
         self.bm25 = None
         if self.rows:
             bm25s = require("bm25s", "BM25 in the knowledge library")
@@ -129,6 +131,14 @@ class Searcher:
         return self.embedder is not None and (self.embedder.languages is None
                                               or query_language(query) in self.embedder.languages)
 
+    def fusion_for(self, query: str) -> tuple[float, float]:
+        """(rrf_k, dense_weight) for this query: the embedder's own for its language, else the Searcher's."""
+        if self.per_language:
+            f = (getattr(self.embedder, "fusion", None) or {}).get(query_language(query))
+            if f:
+                return float(f["rrf_k"]), float(f["dense_weight"])
+        return self.rrf_k, self.dense_weight
+
     def search(self, query: str, k: int = 10, mode: str = "hybrid") -> list[dict]:
         """Ranked passages: the chunk's row plus rank, score and each retriever's own rank."""
         if mode not in MODES:
@@ -138,7 +148,8 @@ class Searcher:
         use_dense = mode == "dense" or (mode == "hybrid" and self.dense_applies(query))
         d = self.dense_ranking(query, n) if use_dense else []
         if mode == "hybrid":
-            fused = rrf([[i for i, _ in b], [i for i, _ in d]], k=self.rrf_k, weights=(1.0, self.dense_weight))
+            rrf_k, dense_weight = self.fusion_for(query)
+            fused = rrf([[i for i, _ in b], [i for i, _ in d]], k=rrf_k, weights=(1.0, dense_weight))
         else:
             fused = b or d
         b_rank = {i: r for r, (i, _) in enumerate(b, 1)}

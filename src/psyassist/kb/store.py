@@ -14,6 +14,7 @@ library, and a document's identity is (library, path).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +35,7 @@ from sqlalchemy import (
     func,
     inspect,
     select,
+    update,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
@@ -197,7 +199,38 @@ class KbStore:
         with Session(self.engine) as s:
             row = s.execute(select(func.count(KbDocument.id), func.max(KbDocument.id), func.max(KbDocument.ingested_at))
                             .where(KbDocument.library == self.library)).one()
-            return (int(row[0]), row[1], str(row[2]))
+            # re-embedding changes no document, so the model's name and time are part of it too
+            meta = dict(s.execute(select(KbMeta.key, KbMeta.value).where(
+                KbMeta.library == self.library, KbMeta.key.in_(("embed_name", "reembedded_at")))).all())
+            return (int(row[0]), row[1], str(row[2]), meta.get("embed_name"), meta.get("reembedded_at"))
+
+    def libraries(self) -> list[str]:
+        """Every library of this index that has documents."""
+        with Session(self.engine) as s:
+            return sorted(s.scalars(select(KbDocument.library).distinct()).all())
+
+    def reembed(self, embedder, settings: dict[str, str], *, batch: int = 256,
+                progress: Callable[[int, int], None] | None = None) -> int:
+        """Replace every chunk's vector with `embedder`'s, in one transaction (a failure leaves the old
+        vectors and model in place), and record the new model in the meta; returns the chunks. The chunk
+        boundaries stay as they were cut (sized for the old model's tokens)."""
+        from psyassist.kb.ingest import with_context
+
+        q = (select(KbChunk.id, KbChunk.section, KbChunk.text).join(KbDocument, KbDocument.id == KbChunk.document_id)
+             .where(KbDocument.library == self.library).order_by(KbChunk.id))
+        with Session(self.engine) as s, s.begin():
+            rows = s.execute(q).all()
+            for i in range(0, len(rows), batch):
+                part = rows[i:i + batch]
+                vecs = np.asarray(embedder.encode([with_context(r.section, r.text) for r in part]), dtype="<f4")
+                s.execute(update(KbChunk), [{"id": r.id, "embedding": v.tobytes()}
+                                            for r, v in zip(part, vecs, strict=True)])
+                if progress is not None:
+                    progress(min(i + batch, len(rows)), len(rows))
+            for k, v in {**settings, "embed_name": embedder.name, "embed_dim": str(embedder.dim),
+                         "reembedded_at": datetime.now(timezone.utc).isoformat()}.items():
+                s.merge(KbMeta(library=self.library, key=k, value=str(v)))
+        return len(rows)
 
     def put_document(self, *, path: str, sha256: str, format: str, title: str, author: str, size_bytes: int,
                      chunks: list[NewChunk]) -> int:
