@@ -84,6 +84,12 @@ def test_the_trained_model_pairs_a_clients_words_with_the_counselors_of_the_same
     assert meta["dev"]["mrr@10"]["dense"] > 0 and set(meta["fusion"]) == {"dense_weight", "rrf_k"}
     assert e.fusion == {"zh": meta["fusion"]} and e.min_similarity == {"zh": meta["min_similarity"]}
     assert -1.0 < meta["min_similarity"] < 1.0
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (model_dir.stat().st_mode & 0o777) == 0o777 & ~mask  # readable by the app's user, not private
+    assert ((model_dir / "model.safetensors").stat().st_mode & 0o777) == 0o666 & ~mask
 
 
 def test_a_routed_embedder_puts_each_language_in_its_own_slot(trained):

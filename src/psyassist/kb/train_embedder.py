@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -198,10 +199,21 @@ def train_embedder(sources: Sequence[str | Path], out: str | Path, settings: Tra
                 "dev": dev_res, "trained_on": files, "dialogues": len(train), "settings": asdict(s),
                 "losses": losses, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         (tmp / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
+        _readable(tmp)
     log(f"wrote {out}: dev MRR@10 {json.dumps(dev_res.get('mrr@10', {}))}, fusion {fusion}")
     return TrainReport(out=str(out), dialogues=len(train), pairs_per_epoch=len(train) // batch * batch,
                        dev_dialogues=len(dev), vocab=tok.get_vocab_size(), dim=s.dim, losses=losses, dev=dev_res,
                        fusion=fusion, seconds=round(time.time() - t_start, 1), files=files)
+
+
+def _readable(directory: Path) -> None:
+    """The temporary directory is private (0700) and safetensors writes 0600; the model is not a secret,
+    and the app often runs as another user than the one who trained it: modes follow the umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    directory.chmod(0o777 & ~mask)
+    for f in directory.iterdir():
+        f.chmod(0o666 & ~mask)
 
 
 def choose_fusion(dev: list[tuple[list[str], list[str]]], embedder) -> tuple[dict, dict]:
