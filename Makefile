@@ -47,6 +47,7 @@ bench: $(STAMP) tokenizer
 	$(BIN)/python benchmarks/crisis_detect.py
 	$(BIN)/python benchmarks/kb_retrieval.py
 	$(BIN)/python benchmarks/app_similar.py
+	$(BIN)/python benchmarks/app_citations.py
 	$(BIN)/python benchmarks/app_train_memory.py
 
 lint: $(STAMP)

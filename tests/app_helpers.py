@@ -131,14 +131,15 @@ def login(client, username: str, password: str = PASSWORD) -> str:
     return r.json()["csrf_token"]
 
 
-def wait_draft(client, did: str, timeout: float = 20) -> dict:
-    """The draft's JSON once its generation ended (the scripted model streams in the server's event loop)."""
+def wait_draft(client, did: str, timeout: float = 20, every: float = 0.05) -> dict:
+    """The draft's JSON once its generation ended (the scripted model streams in the server's event loop);
+    polled every `every` seconds (a benchmark polls slowly: each poll takes CPU from the model)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         d = client.get(f"/api/v1/drafts/{did}").json()
         if d["status"] != "generating":
             return d
-        time.sleep(0.05)
+        time.sleep(every)
     raise AssertionError(f"draft {did} still generating after {timeout} s")
 
 
