@@ -164,7 +164,7 @@ def test_upload_search_and_a_cited_passage_in_a_draft(tmp_path, page, shots):
             page.get_by_label("检索资料库").fill("考试焦虑 放松")
             page.get_by_role("button", name="搜索").click()
             expect(page.locator("ol.results > li").first).to_contain_text("渐进式肌肉放松")
-            expect(page.locator("#library-search")).to_contain_text("英文向量模型不用于中文检索")
+            expect(page.locator("#library-search")).to_contain_text("资料库的向量模型不支持中文")
             shots(page, "library-search-zh")
     finally:
         endpoint.close()

@@ -166,7 +166,7 @@ EN = {
     "library_dense_off": "Meaning-based search is off ({why}); keyword search (BM25) still works.",
     "library_mode_hybrid": "Ranked by words (BM25) and meaning ({model}), fused.",
     "library_mode_bm25": "Ranked by words (BM25).",
-    "library_mode_zh": "Ranked by words (BM25): the library's embedding model does not read Chinese (an administrator can add one, see docs/kb.md).",
+    "library_mode_zh": "Ranked by words (BM25): the library's embedding model does not read Chinese (an administrator can add one: psyassist kb train-embedder).",
     "library_score": "score", "library_open": "Open passage", "library_shared_badge": "clinic",
     "passage_title": "Passage", "passage_previous": "Previous passage", "passage_next": "Next passage",
     "passage_document": "Document", "passage_gone": "This passage is no longer in "
@@ -307,7 +307,7 @@ ZH = {
     "library_dense_off": "语义检索未开启（{why}）；关键词检索（BM25）仍可用。",
     "library_mode_hybrid": "按用词（BM25）和语义（{model}）融合排序。",
     "library_mode_bm25": "按用词（BM25）排序。",
-    "library_mode_zh": "按用词（BM25）排序：资料库的向量模型不支持中文（管理员可添加中文模型，见 docs/kb.md）。",
+    "library_mode_zh": "按用词（BM25）排序：资料库的向量模型不支持中文（管理员可用 psyassist kb train-embedder 添加中文模型）。",
     "library_score": "得分", "library_open": "查看段落", "library_shared_badge": "机构",
     "passage_title": "段落", "passage_previous": "上一段", "passage_next": "下一段",
     "passage_document": "文档", "passage_gone": "这个段落已不在资料库中（其文档已被移除或替换）。",
