@@ -28,7 +28,6 @@ and renamed into place when complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -105,14 +104,6 @@ def train_tokenizer(texts: Callable[[], object], vocab: int):
     return tok
 
 
-def _hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def train_embedder(sources: Sequence[str | Path], out: str | Path, settings: TrainSettings | None = None, *,
                    fmt: str = "auto", skip_invalid: bool = False,
                    log: Callable[[str], None] = lambda s: None) -> TrainReport:
@@ -120,6 +111,7 @@ def train_embedder(sources: Sequence[str | Path], out: str | Path, settings: Tra
     write the model directory atomically. Raises PsyassistError when there is too little to train on."""
     from psyassist.data.io import atomic_dir
     from psyassist.data.readers import expand_sources, read_conversations
+    from psyassist.kb.ingest import sha256_file
 
     s = settings or TrainSettings()
     if s.vocab < 100 or s.dim < 8 or s.epochs < 1 or s.batch < 2 or s.dev < 0:
@@ -187,7 +179,7 @@ def train_embedder(sources: Sequence[str | Path], out: str | Path, settings: Tra
 
     model = st.SentenceTransformer(modules=[StaticEmbedding(tok, embedding_weights=bag.weight.detach().numpy())],
                                    device="cpu")
-    files = [{"file": p.name, "sha256": _hash(p)} for p in expand_sources(sources)]
+    files = [{"file": p.name, "sha256": sha256_file(p)} for p in expand_sources(sources)]
     with atomic_dir(out) as tmp:
         model.save(str(tmp))
         from psyassist.kb.embed import SentenceTransformerEmbedder
