@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from psyassist.errors import MissingDependency
-from psyassist.kb.search import _top, query_language, rrf, tokenize
+from psyassist.kb.search import RRF_K, _top, query_language, rrf, tokenize
 from psyassist.optional import require
 
 if TYPE_CHECKING:
@@ -291,10 +291,11 @@ class SimilarCache:
                 else:
                     reason = "dense_language"
             # plain RRF, unless the model chose its own fusion for this language (kb train-embedder)
-            f = (getattr(self._embedder, "fusion", None) or {}).get(query_language(query)) if d else None
-            fused = (b if not d else rrf([[i for i, _ in b], [i for i, _ in d]], k=f["rrf_k"],
-                                         weights=(1.0, f["dense_weight"])) if f else
-                     rrf([[i for i, _ in b], [i for i, _ in d]]))
+            fused = b
+            if d:
+                f = (getattr(self._embedder, "fusion", None) or {}).get(query_language(query))
+                k, w = (f["rrf_k"], f["dense_weight"]) if f else (RRF_K, 1.0)
+                fused = rrf([[i for i, _ in b], [i for i, _ in d]], k=k, weights=(1.0, w))
             results, term_set = [], set(terms)
             for i, score in fused:
                 e = idx.entries[idx.order[i]]
